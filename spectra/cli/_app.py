@@ -1,0 +1,134 @@
+"""The Typer application, the error boundary and the options every command shares.
+
+Command modules do ``from ._app import app, command`` and decorate their function with
+``@command()``. The decorator is the one place where library errors become ``error: ...`` on stderr
+and exit code 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from .._version import __version__
+from ..errors import SpectraError
+
+app = typer.Typer(
+    name="spectra",
+    help="Spectral diagnostics for neural networks: which layers are under- or over-trained, "
+    "and what learning rate each layer should get.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+# Shared option types, defined once.
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto picks cuda when available).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Precision of the eigen-solver: float64 (exact, default) or float32.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors still go to stderr.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (bootstrap, shuffles, data).")]
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow full pickle loading of torch files. Only for checkpoints you made yourself: unpickling can run code."),
+]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"spectra {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def command(*args, **kwargs) -> Callable:
+    """``app.command`` plus the error boundary: SpectraError/OSError -> one line, exit 2."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except KeyboardInterrupt:
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(130)
+            except SpectraError as exc:
+                if _state["debug"]:
+                    raise
+                fail(str(exc))
+            except OSError as exc:
+                if _state["debug"]:
+                    raise
+                where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+                fail(f"{exc.strerror or exc}{where}")
+            except MemoryError:
+                if _state["debug"]:
+                    raise
+                fail("out of memory; try --dtype float32, --device cuda or a narrower --include")
+
+        return app.command(*args, **kwargs)(run)
+
+    return wrap
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console()
+
+
+@contextmanager
+def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress bar with ETA on stderr; yields ``advance(n=1, label=None)``.
+
+    Silent when ``quiet`` or when stderr is not a terminal and the job is short.
+    """
+    if quiet or total <= 0:
+        yield lambda n=1, label=None: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[label]}"),
+    ]
+    with Progress(*columns, console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
+        task_id = progress.add_task(description, total=total, label="")
+
+        def advance(n: int = 1, label: str | None = None) -> None:
+            progress.update(task_id, advance=n, label=label or "")
+
+        yield advance
