@@ -1,0 +1,201 @@
+"""The layerwise learning-rate map and its versioned file format, ``spectra.lrmap/1``.
+
+An :class:`LRMap` is the output of :func:`spectra.prescribe.prescribe`: one multiplier per parameter
+key (the weight of each layer and, per ``--norms``, the biases and norm weights attached to it) plus
+one record per layer that says which metric value led to which multiplier, and why when a layer was
+left at the default. A trainer turns it into torch param groups with
+:func:`spectra.optim.param_groups`, where ``lr = base_lr * multiplier``.
+
+JSON layout::
+
+    {"schema": "spectra.lrmap/1", "spectra_version": "0.1.0", "method": "tempbalance",
+     "target": "lr", "options": {...}, "source": "analysis.json", "default": 1.0,
+     "params": {"layers.0.fc.weight": 0.5, "layers.0.fc.bias": 0.5, ...},
+     "layers": [{"name": "layers.0.fc", "param": "layers.0.fc.weight", "params": [...],
+                 "depth": 1, "metric": "alpha", "value": 3.2, "multiplier": 0.5, "reason": ""}],
+     "wd_params": {...}}            # only for weight-decay rules (AlphaDecay)
+
+``target`` is ``"lr"`` or ``"weight_decay"``. For a weight-decay rule the per-layer ``multiplier``
+is the weight-decay multiplier, ``wd_params`` carries it per parameter and ``params`` is all 1.
+Missing numbers are ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._version import __version__
+from ..errors import FormatError
+from ..results import check_schema, jsonable, read_json, write_json
+
+__all__ = ["LRMAP_SCHEMA", "LayerEntry", "LRMap"]
+
+LRMAP_SCHEMA = "spectra.lrmap/1"
+TARGETS = ("lr", "weight_decay")
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """What a rule decided for one layer.
+
+    Attributes:
+        name: layer (module) name, e.g. ``model.layers.3.mlp.down_proj``.
+        param: the layer's weight key.
+        params: every parameter key that takes this layer's multiplier (the weight first).
+        depth: block index (embeddings 0, blocks 1..L, head last).
+        metric: the metric the rule read (``alpha``, ``depth``, ``rel_update``, ...).
+        value: that metric's value for this layer (NaN when missing).
+        multiplier: the multiplier given to the layer (the default when the rule left it out).
+        reason: empty when the rule prescribed the layer, otherwise why it got the default
+            (or why it got a fixed value, such as LLR's embeddings at the maximum).
+    """
+
+    name: str
+    param: str
+    depth: int
+    metric: str
+    value: float
+    multiplier: float
+    reason: str = ""
+    params: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "param": self.param,
+            "params": list(self.params),
+            "depth": int(self.depth),
+            "metric": self.metric,
+            "value": jsonable(self.value),
+            "multiplier": jsonable(self.multiplier),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LayerEntry":
+        value = data.get("value")
+        return cls(
+            name=str(data["name"]),
+            param=str(data.get("param", "")),
+            depth=int(data.get("depth") or 0),
+            metric=str(data.get("metric", "")),
+            value=float("nan") if value is None else float(value),
+            multiplier=_number(data.get("multiplier"), f"layer {data['name']!r} multiplier"),
+            reason=str(data.get("reason", "")),
+            params=tuple(str(p) for p in data.get("params") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class LRMap:
+    """Per-parameter learning-rate (or weight-decay) multipliers with their provenance.
+
+    >>> m = LRMap(method="demo", params={"fc.weight": 2.0})
+    >>> m.multiplier("fc.weight"), m.multiplier("other.weight")
+    (2.0, 1.0)
+    """
+
+    method: str
+    params: Mapping[str, float]
+    layers: tuple[LayerEntry, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    default: float = 1.0
+    target: str = "lr"
+    wd_params: Mapping[str, float] | None = None
+    spectra_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise FormatError(f"lrmap target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+
+    # ----------------------------------------------------------------- access
+    def multiplier(self, param: str) -> float:
+        """LR multiplier of ``param`` (the map's default when the map does not cover it)."""
+        return float(self.params.get(param, self.default))
+
+    def wd_multiplier(self, param: str) -> float:
+        """Weight-decay multiplier of ``param`` (1 when the map has no ``wd_params``)."""
+        if not self.wd_params:
+            return 1.0
+        return float(self.wd_params.get(param, 1.0))
+
+    def covers(self, param: str) -> bool:
+        return param in self.params or bool(self.wd_params and param in self.wd_params)
+
+    def keys(self) -> set[str]:
+        """Every parameter key the map names."""
+        return set(self.params) | set(self.wd_params or {})
+
+    def layer(self, name: str) -> LayerEntry:
+        for entry in self.layers:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    # ------------------------------------------------------------ serialise
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": LRMAP_SCHEMA,
+            "spectra_version": self.spectra_version,
+            "method": self.method,
+            "target": self.target,
+            "options": jsonable(dict(self.options)),
+            "source": self.source,
+            "default": self.default,
+            "params": {k: jsonable(v) for k, v in self.params.items()},
+            "layers": [entry.to_dict() for entry in self.layers],
+        }
+        if self.wd_params is not None:
+            data["wd_params"] = {k: jsonable(v) for k, v in self.wd_params.items()}
+        return data
+
+    def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
+        """Serialise to ``spectra.lrmap/1`` JSON; also write it to ``path`` when given."""
+        import json
+
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            write_json(self.to_dict(), path, indent=indent)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "lrmap") -> "LRMap":
+        check_schema(data, LRMAP_SCHEMA, origin)
+        try:
+            params = {str(k): _number(v, f"params[{k!r}]") for k, v in dict(data["params"]).items()}
+            wd = data.get("wd_params")
+            wd_params = None if wd is None else {str(k): _number(v, f"wd_params[{k!r}]") for k, v in dict(wd).items()}
+            return cls(
+                method=str(data.get("method", "")),
+                params=params,
+                layers=tuple(LayerEntry.from_dict(rec) for rec in data.get("layers") or ()),
+                options=dict(data.get("options") or {}),
+                source=str(data.get("source", "")),
+                default=_number(data.get("default", 1.0), "default"),
+                target=str(data.get("target", "lr")),
+                wd_params=wd_params,
+                spectra_version=str(data.get("spectra_version", "")),
+            )
+        except FormatError as exc:
+            raise FormatError(f"{origin}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"{origin}: not a valid {LRMAP_SCHEMA} file ({exc!r})") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "LRMap":
+        """Read a ``spectra.lrmap/1`` file written by :meth:`to_json` or ``spectra prescribe -o``."""
+        return cls.from_dict(read_json(path), origin=str(path))
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite, non-negative multiplier, or :class:`FormatError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FormatError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise FormatError(f"{what} must be a finite number >= 0, got {value!r}")
+    return value
