@@ -56,6 +56,7 @@ def unbiased_estimates(small_sq: float, big_sq: float, b_small: float, b_big: fl
     ``small_sq`` is |G_b|^2 at batch size ``b_small`` (average it over several small batches to
     lower the variance; the estimators are linear, so they stay unbiased), ``big_sq`` is |G_B|^2 at
     ``b_big`` > ``b_small``. With per-example gradients (b = 1) this is the Bessel correction.
+    Works elementwise on tensors of squared norms too.
 
     >>> unbiased_estimates(small_sq=5.0, big_sq=2.0, b_small=1, b_big=4)
     (1.0, 4.0)
@@ -64,7 +65,7 @@ def unbiased_estimates(small_sq: float, big_sq: float, b_small: float, b_big: fl
         raise ValueError(f"need b_big > b_small > 0, got b_small={b_small}, b_big={b_big}")
     grad_sq = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
     trace_sigma = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
-    return float(grad_sq), float(trace_sigma)
+    return grad_sq, trace_sigma
 
 
 @dataclass(frozen=True)
