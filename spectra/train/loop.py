@@ -1,0 +1,513 @@
+"""``spectra retrain``: train a task with a named optimizer, optionally under a (re-fitted) LR map.
+
+A run directory holds::
+
+    run.json                      spectra.run/1: the configuration, then the outcome
+    metrics.jsonl                 one JSON object per epoch (epoch 0 = before training)
+    checkpoints/epoch-0003.safetensors   model weights after each epoch
+    state.pt                      optimizer, scheduler, RNG and refit state of the last epoch
+
+``resume=True`` reloads the last checkpoint and ``state.pt`` (``torch.load(weights_only=True)``) and
+continues; batch order depends only on (seed, epoch) (see :class:`spectra.train.tasks.TensorLoader`)
+and the RNG state is restored, so a resumed run repeats the uninterrupted one.
+
+Refits (LLR, He et al. 2026, arXiv 2605.22297; research notes section 1 and 10): every
+``refit_every`` optimizer steps, while ``step <= refit_until * total_steps`` (default the first 20%
+of training), the live model is analysed (:func:`spectra.analyze`), an LR map is prescribed
+(:func:`spectra.prescribe.prescribe`, normalised to mean 1 by default) and each param group's
+multiplier ramps linearly from its current value m0 to the new target m1 over ``ramp_steps`` steps:
+``m(t) = m0 + (m1 - m0) * min(1, (t - t_refit) / ramp_steps)``. A multiplier change by a factor r
+scales the group's ``lr``, ``initial_lr`` and the scheduler's ``base_lrs`` entry by r, so any
+scheduler keeps composing with it (the convention: ``group["lr"]`` already includes the multiplier).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import CheckpointError, ConfigError
+from .task import Task, load_task
+
+__all__ = ["retrain", "RunResult", "RUN_SCHEMA", "default_lr", "resolve_device", "read_metrics"]
+
+log = logging.getLogger(__name__)
+
+RUN_SCHEMA = "spectra.run/1"
+#: Fallback base LRs per optimizer family when the optimizer registry states none:
+#: SGD-like rules take ~0.05, Adam-like rules ~1e-3 (the usual defaults of each family).
+_FALLBACK_LR = {"sgd": 0.05, "adam": 1e-3}
+_ADAM_LIKE = ("adam", "radam", "lamb", "nadam", "adamw", "lookahead", "adafactor")
+
+OptimizerFactory = Callable[..., tuple[torch.optim.Optimizer, Any]]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of :func:`retrain`: the per-epoch history (epoch 0 is the model before training)."""
+
+    task: str
+    optimizer: str
+    metric_name: str
+    history: tuple[Mapping[str, Any], ...]
+    wall_time: float
+    status: str  # complete | diverged
+    run_dir: Path | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_metric(self) -> float:
+        return float(self.history[-1]["eval_metric"]) if self.history else math.nan
+
+    @property
+    def best_metric(self) -> float:
+        values = [h["eval_metric"] for h in self.history if h["eval_metric"] is not None]
+        return max(values) if values else math.nan
+
+    def epochs_to(self, threshold: float) -> int | None:
+        """First epoch (1-based; 0 = before training) whose eval metric reaches ``threshold``."""
+        for h in self.history:
+            if h["eval_metric"] is not None and h["eval_metric"] >= threshold:
+                return int(h["epoch"])
+        return None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ConfigError."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but no CUDA device is available; use --device cpu or auto")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def default_lr(optimizer: str) -> float:
+    """The registry's default LR for ``optimizer`` when it declares one, else the family fallback."""
+    try:
+        from ..optim import factory
+
+        info = factory.OPTIMIZERS.get(optimizer) if hasattr(factory, "OPTIMIZERS") else None
+        value = getattr(info, "default_lr", None) if info is not None else None
+        if value:
+            return float(value)
+    except ImportError:
+        pass
+    return _FALLBACK_LR["adam" if any(optimizer.startswith(a) for a in _ADAM_LIKE) else "sgd"]
+
+
+def _optimizer_factory(optimizer: str | OptimizerFactory) -> tuple[str, OptimizerFactory]:
+    if callable(optimizer):
+        return getattr(optimizer, "__name__", type(optimizer).__name__), optimizer
+    from ..optim import create_optimizer
+
+    return str(optimizer), functools.partial(create_optimizer, str(optimizer))
+
+
+def _load_lrmap(lrmap: Any) -> tuple[Any, str | None]:
+    if lrmap is None:
+        return None, None
+    if isinstance(lrmap, (str, Path)):
+        from ..prescribe import LRMap
+
+        return LRMap.from_json(lrmap), str(lrmap)
+    return lrmap, "in-memory"
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate(task: Task, model: nn.Module, device: torch.device) -> tuple[float, float]:
+    """Mean loss and metric over ``task.eval_loader``, each batch weighted by its size."""
+    model.eval()
+    total = loss_sum = metric_sum = 0.0
+    with torch.no_grad():
+        for batch in task.eval_loader:
+            batch = tuple(t.to(device) for t in batch)
+            outputs, targets = task.forward(model, batch)
+            n = len(targets)
+            loss_sum += float(task.loss_fn(outputs, targets)) * n
+            metric_sum += float(task.metric_fn(outputs, targets)) * n
+            total += n
+    model.train()
+    if total == 0:
+        return math.nan, math.nan
+    return loss_sum / total, metric_sum / total
+
+
+# ------------------------------------------------------------------------------------- refits
+def _group_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    return [list(g.get("param_names") or [by_id.get(id(p), "") for p in g["params"]]) for g in optimizer.param_groups]
+
+
+def set_multiplier(optimizer: torch.optim.Optimizer, scheduler: Any, index: int, multiplier: float) -> None:
+    """Give param group ``index`` the LR multiplier ``multiplier``, rescaling every stored LR with it."""
+    group = optimizer.param_groups[index]
+    current = float(group.get("lr_multiplier", 1.0))
+    if current <= 0.0:  # a frozen group stays frozen
+        return
+    factor = multiplier / current
+    for key in ("lr", "initial_lr", "base_lr", "max_lr"):
+        if key in group and isinstance(group[key], (int, float)):
+            group[key] = group[key] * factor
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if base_lrs is not None and index < len(base_lrs):
+        base_lrs[index] = base_lrs[index] * factor
+    group["lr_multiplier"] = multiplier
+
+
+class Refitter:
+    """LLR-style periodic re-prescription with linear ramps (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, *, every: int,
+                 until_step: int, ramp_steps: int, method: str, normalize: bool = True,
+                 options: Mapping[str, Any] | None = None) -> None:
+        if every < 1:
+            raise ConfigError(f"refit_every must be >= 1 step, got {every}")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.every, self.until_step, self.ramp_steps = every, until_step, max(1, ramp_steps)
+        self.method, self.normalize, self.options = method, normalize, dict(options or {})
+        self.names = _group_names(optimizer, model)
+        self.start: list[float] = []
+        self.target: list[float] = []
+        self.ramp_from = 0
+        self.count = 0
+
+    def targets(self) -> list[float]:
+        """One multiplier per param group from a fresh analysis of the live model."""
+        from ..analysis import analyze
+        from ..prescribe import prescribe
+
+        analysis = analyze(self.model)
+        lrmap = prescribe(analysis, self.method, **self.options)
+        params = dict(lrmap.params)
+        default = float(getattr(lrmap, "default", 1.0) or 1.0)
+        if self.normalize and params:
+            mean = sum(params.values()) / len(params)
+            if mean > 0:
+                params = {k: v / mean for k, v in params.items()}
+                default /= mean
+        out = []
+        for names in self.names:
+            values = [float(params.get(n, default)) for n in names] or [default]
+            if max(values) - min(values) > 1e-12:
+                log.warning("a param group mixes layers with different multipliers (%s...); using their mean", names[0])
+            out.append(sum(values) / len(values))
+        return out
+
+    def step(self, step: int) -> None:
+        """Call with the number of optimizer steps taken so far (0 before the first)."""
+        if step <= self.until_step and step % self.every == 0:
+            self.start = [float(g.get("lr_multiplier", 1.0)) for g in self.optimizer.param_groups]
+            self.target = self.targets()
+            self.ramp_from = step
+            self.count += 1
+            log.info("refit %d at step %d: multipliers %s", self.count, step,
+                     ", ".join(f"{t:.3g}" for t in self.target))
+        if self.target:
+            frac = min(1.0, (step - self.ramp_from + 1) / self.ramp_steps)
+            for i, (m0, m1) in enumerate(zip(self.start, self.target)):
+                set_multiplier(self.optimizer, self.scheduler, i, m0 + (m1 - m0) * frac)
+            if frac >= 1.0:
+                self.target = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "target": self.target, "ramp_from": self.ramp_from, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.start, self.target = list(state["start"]), list(state["target"])
+        self.ramp_from, self.count = int(state["ramp_from"]), int(state["count"])
+
+
+# ------------------------------------------------------------------------------------ run files
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` (a truncated last line from a crash is ignored)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": f"spectra {__version__}"})
+    os.replace(tmp, path)
+
+
+def _checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / "checkpoints" / f"epoch-{epoch:04d}.safetensors"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ----------------------------------------------------------------------------------------- main
+def retrain(
+    task: str | Task,
+    optimizer: str | OptimizerFactory = "dals",
+    *,
+    epochs: int = 10,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    lrmap: Any = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    resume: bool = False,
+    refit_every: int = 0,
+    refit_method: str = "llr",
+    refit_until: float = 0.2,
+    ramp_steps: int | None = None,
+    refit_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    task_args: Mapping[str, Any] | None = None,
+    optimizer_args: Mapping[str, Any] | None = None,
+    keep_checkpoints: int = 0,
+    progress: Callable[..., None] | None = None,
+) -> RunResult:
+    """Train ``task`` for ``epochs`` epochs with ``optimizer`` and return the per-epoch history.
+
+    Args:
+        task: a built-in name, ``package.module:function`` or a built :class:`Task` (then ``seed``
+            only seeds shuffling and dropout: the model was initialised by the caller).
+        optimizer: a name from :func:`spectra.optim.list_optimizers` or a factory with the signature
+            of :func:`spectra.optim.create_optimizer` minus the name.
+        lr: base LR (default: the optimizer's declared default, see :func:`default_lr`).
+        lrmap: an ``LRMap`` or the path of a ``spectra.lrmap/1`` file; each layer's LR becomes
+            ``lr * multiplier``.
+        out: run directory (None: nothing is written). ``resume`` continues the run found there.
+        refit_every: re-analyse and re-prescribe every this many optimizer steps (0: never), while
+            ``step <= refit_until * total_steps``, ramping over ``ramp_steps`` (default
+            ``min(refit_every, 50)``) steps, with the ``refit_method`` rule.
+        keep_checkpoints: keep only the newest N epoch checkpoints (0 keeps all).
+        progress: called as ``progress(1, label)`` after every optimizer step.
+
+    Example:
+        >>> result = retrain("synthetic", "sgd", epochs=2, lr=0.05)  # doctest: +SKIP
+        >>> result.final_metric > 0.5  # doctest: +SKIP
+        True
+    """
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if not 0.0 <= refit_until <= 1.0:
+        raise ConfigError(f"refit_until must be a fraction of training in [0, 1], got {refit_until}")
+    dev = resolve_device(device)
+    opt_name, factory = _optimizer_factory(optimizer)
+    lrmap_obj, lrmap_source = _load_lrmap(lrmap)
+    base_lr = float(lr) if lr is not None else default_lr(opt_name)
+    task_name = task if isinstance(task, str) else task.name
+    config = {
+        "task": task_name, "task_args": dict(task_args or {}), "optimizer": opt_name,
+        "optimizer_args": dict(optimizer_args or {}), "lr": base_lr, "weight_decay": weight_decay,
+        "epochs": epochs, "seed": seed, "lrmap": lrmap_source,
+        "refit": {"every": refit_every, "method": refit_method, "until": refit_until,
+                  "ramp_steps": ramp_steps, "options": dict(refit_options or {})} if refit_every else None,
+    }
+
+    run_dir = Path(out) if out is not None else None
+    state = None
+    if run_dir is not None:
+        state = _prepare_run_dir(run_dir, config, resume)
+
+    torch.manual_seed(seed)
+    if isinstance(task, str):
+        task = load_task(task, **(task_args or {}))
+    model = task.model.to(dev)
+    model.train()
+    try:
+        steps_per_epoch = len(task.train_loader)
+    except TypeError:
+        steps_per_epoch = sum(1 for _ in task.train_loader)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"task {task_name!r} has an empty train loader")
+    total_steps = steps_per_epoch * epochs
+    opt, scheduler = factory(model, lr=base_lr, weight_decay=weight_decay, lrmap=lrmap_obj, total_steps=total_steps,
+                             steps_per_epoch=steps_per_epoch, **(optimizer_args or {}))
+    refitter = None
+    if refit_every:
+        ramp = ramp_steps if ramp_steps is not None else min(refit_every, 50)
+        refitter = Refitter(model, opt, scheduler, every=refit_every, until_step=int(refit_until * total_steps),
+                            ramp_steps=ramp, method=refit_method, options=refit_options)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, step, wall = 1, 0, 0.0
+    if state is not None:
+        start_epoch, step, wall, history = _restore(run_dir, state, model, opt, scheduler, refitter, dev)
+        log.info("resuming %s at epoch %d", run_dir, start_epoch)
+    else:
+        torch.manual_seed(seed + 1)  # shuffling/dropout stream, independent of how the task consumed RNG
+        eval_loss, metric = evaluate(task, model, dev)
+        history.append(_record(0, 0, math.nan, eval_loss, metric, opt, 0.0, refitter))
+        if run_dir is not None:
+            _append_metrics(run_dir, history[-1], truncate=True)
+
+    status = "complete"
+    for epoch in range(start_epoch, epochs + 1):
+        if status != "complete":
+            break
+        t0 = time.perf_counter()
+        if hasattr(task.train_loader, "set_epoch"):
+            task.train_loader.set_epoch(epoch)
+        loss_sum, seen = 0.0, 0
+        for batch in task.train_loader:
+            if refitter is not None:
+                refitter.step(step)
+            batch = tuple(t.to(dev) for t in batch)
+            outputs, targets = task.forward(model, batch)
+            loss = task.loss_fn(outputs, targets)
+            if not torch.isfinite(loss):
+                log.warning("%s/%s: loss is %s at step %d; stopping", task_name, opt_name, float(loss), step)
+                status = "diverged"
+                loss_sum, seen = math.nan, 1
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            loss_sum += float(loss.detach())
+            seen += 1
+            if progress is not None:
+                progress(1, f"epoch {epoch} loss {loss_sum / seen:.3f}")
+        eval_loss, metric = evaluate(task, model, dev)
+        wall += time.perf_counter() - t0
+        history.append(_record(epoch, step, loss_sum / max(seen, 1), eval_loss, metric, opt, wall, refitter))
+        log.info("epoch %d: train loss %.4f, eval %s %.4f", epoch, history[-1]["train_loss"] or math.nan,
+                 task.metric_name, metric)
+        if run_dir is not None:
+            _save_epoch(run_dir, epoch, step, wall, model, opt, scheduler, refitter, keep_checkpoints)
+            _append_metrics(run_dir, history[-1])
+
+    result = RunResult(task=task_name, optimizer=opt_name, metric_name=task.metric_name, history=tuple(history),
+                       wall_time=wall, status=status, run_dir=run_dir, config=config)
+    if run_dir is not None:
+        _finish_run(run_dir, result, task)
+    return result
+
+
+def _record(epoch: int, step: int, train_loss: float, eval_loss: float, metric: float,
+            opt: torch.optim.Optimizer, wall: float, refitter: Refitter | None) -> dict[str, Any]:
+    lrs = [float(g["lr"]) for g in opt.param_groups]
+    return {
+        "epoch": epoch, "step": step, "train_loss": _jsonable(train_loss), "eval_loss": _jsonable(eval_loss),
+        "eval_metric": _jsonable(metric), "lr_min": min(lrs), "lr_max": max(lrs), "time": round(wall, 4),
+        "refits": refitter.count if refitter is not None else 0,
+    }
+
+
+def _append_metrics(run_dir: Path, record: Mapping[str, Any], *, truncate: bool = False) -> None:
+    with open(run_dir / "metrics.jsonl", "w" if truncate else "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _prepare_run_dir(run_dir: Path, config: Mapping[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Create or validate ``run_dir``; return the saved state when resuming a run, else None."""
+    run_json = run_dir / "run.json"
+    if run_json.is_file() and not resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and run_json.is_file():
+        saved = json.loads(run_json.read_text(encoding="utf-8"))
+        previous = saved.get("config", {})
+        diff = sorted(k for k in set(previous) | set(config) if json.dumps(previous.get(k), default=str)
+                      != json.dumps(config.get(k), default=str))
+        if diff:
+            detail = "; ".join(f"{k}: run has {previous.get(k)!r}, now {config.get(k)!r}" for k in diff)
+            raise ConfigError(f"cannot resume {run_dir} with different settings ({detail})")
+        state_path = run_dir / "state.pt"
+        if state_path.is_file():
+            try:
+                return torch.load(state_path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user problem
+                raise CheckpointError(f"cannot read {state_path} ({exc}); delete the run directory to start over") from None
+        log.info("%s has no finished epoch yet; starting it from the beginning", run_dir)
+    elif resume:
+        log.info("nothing to resume in %s; starting a new run", run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _write_json(run_json, {"schema": RUN_SCHEMA, "spectra_version": __version__,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "status": "running", "config": dict(config)})
+    return None
+
+
+def _save_epoch(run_dir: Path, epoch: int, step: int, wall: float, model: nn.Module, opt: torch.optim.Optimizer,
+                scheduler: Any, refitter: Refitter | None, keep: int) -> None:
+    _save_checkpoint(model, _checkpoint_path(run_dir, epoch))
+    state = {
+        "epoch": epoch, "step": step, "wall": wall,
+        "optimizer": opt.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "refit": refitter.state_dict() if refitter is not None else None,
+    }
+    tmp = run_dir / "state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / "state.pt")
+    if keep > 0:
+        for old in sorted((run_dir / "checkpoints").glob("epoch-*.safetensors"))[:-keep]:
+            old.unlink()
+
+
+def _restore(run_dir: Path, state: Mapping[str, Any], model: nn.Module, opt: torch.optim.Optimizer, scheduler: Any,
+             refitter: Refitter | None, dev: torch.device) -> tuple[int, int, float, list[dict[str, Any]]]:
+    from safetensors.torch import load_file
+
+    epoch = int(state["epoch"])
+    path = _checkpoint_path(run_dir, epoch)
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {path} is missing")
+    model.load_state_dict(load_file(str(path), device=str(dev)))
+    opt.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if refitter is not None and state.get("refit") is not None:
+        refitter.load_state_dict(state["refit"])
+    torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    history = [h for h in read_metrics(run_dir) if h["epoch"] <= epoch]
+    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(h) + "\n" for h in history)
+    return epoch + 1, int(state["step"]), float(state["wall"]), history
+
+
+def _finish_run(run_dir: Path, result: RunResult, task: Task) -> None:
+    data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    last = sorted((run_dir / "checkpoints").glob("epoch-*.safetensors"))
+    data.update({
+        "status": result.status, "metric": result.metric_name, "task_meta": dict(task.meta),
+        "final_metric": _jsonable(result.final_metric), "best_metric": _jsonable(result.best_metric),
+        "epochs_done": int(result.history[-1]["epoch"]), "wall_time": round(result.wall_time, 3),
+        "last_checkpoint": str(last[-1].relative_to(run_dir)) if last else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    _write_json(run_dir / "run.json", data)
