@@ -1,0 +1,81 @@
+"""Shared pieces of the loaders: the tensor description, dtype names and the shard contract.
+
+A checkpoint is one or more *shards* (a safetensors file, a torch file, an in-memory state dict).
+Each shard lists its keys and reads one tensor on request; :class:`~spectra.io.checkpoint.Checkpoint`
+stitches shards together, orders the keys and renames them (prefix stripping). Nothing here does
+math: the loaders only turn bytes into named tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..errors import CheckpointError
+
+__all__ = ["TensorInfo", "dtype_name", "Shard", "check_file"]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of one stored tensor, known without reading its data.
+
+    ``dtype`` is the torch dtype name without the ``torch.`` prefix: ``'float32'``, ``'bfloat16'``,
+    ``'int64'``, ``'float8_e4m3fn'``.
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """``torch.bfloat16`` -> ``'bfloat16'``.
+
+    >>> dtype_name(torch.float8_e4m3fn)
+    'float8_e4m3fn'
+    """
+    return str(dtype).removeprefix("torch.")
+
+
+class Shard(Protocol):
+    """One file (or in-memory dict) of a checkpoint. Keys are the names as stored in the shard."""
+
+    name: str
+
+    def keys(self) -> list[str]: ...
+
+    def info(self, key: str) -> TensorInfo: ...
+
+    def get(self, key: str) -> torch.Tensor: ...
+
+    def release(self) -> None:
+        """Drop cached tensors (the shard can still be read again later)."""
+
+    def close(self) -> None: ...
+
+
+def check_file(path: Path) -> int:
+    """Size in bytes of ``path``; CheckpointError if it is missing, unreadable or empty."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied")
+    if size == 0:
+        raise CheckpointError(f"{path}: file is empty (0 bytes)")
+    return size

@@ -1,0 +1,157 @@
+"""Safetensors files: the header is validated here, tensors are read one at a time by offset.
+
+Layout (https://github.com/huggingface/safetensors, "Format"): 8 bytes little-endian unsigned
+header length ``n``, ``n`` bytes of JSON ``{key: {"dtype", "shape", "data_offsets": [begin, end]},
+"__metadata__": {str: str}}``, then the raw tensor bytes; offsets are relative to the end of the
+header. No code runs when a safetensors file is read.
+
+The header is parsed by spectra itself (so a truncated or corrupt file gets a message that names the
+problem, and :meth:`SafetensorsShard.info` never touches tensor data). Tensors are read with
+``safetensors.safe_open(...).get_tensor(key)``, which copies only that tensor's byte range, so peak
+memory is bounded by the largest tensor, not the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .base import TensorInfo, check_file
+
+__all__ = ["read_header", "SafetensorsShard", "SAFETENSORS_DTYPES", "looks_like_safetensors"]
+
+log = logging.getLogger(__name__)
+
+#: safetensors dtype codes -> torch dtype names, with the item size in bytes (None: sub-byte).
+SAFETENSORS_DTYPES: dict[str, tuple[str, float]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1), "C64": ("complex64", 8),
+    "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1), "F8_E8M0": ("float8_e8m0fnu", 1),
+    "F4": ("float4_e2m1fn_x2", 0.5),
+}
+#: The format caps the header at 100 MB; anything larger is corruption, not a model.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """True when the first bytes of a file look like a safetensors header (length, then ``{``)."""
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= MAX_HEADER_BYTES and head[8:9] == b"{"
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and validate the header of a safetensors file.
+
+    Returns ``({key: TensorInfo}, metadata)`` with keys in file order (safetensors writers sort them
+    alphabetically). Raises CheckpointError naming the file and the problem: empty file, header
+    length past the end of the file, JSON that does not parse, entries without dtype/shape/offsets,
+    data offsets past the end of the file or not matching shape x dtype size.
+    """
+    size = check_file(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: too short for a safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > MAX_HEADER_BYTES:
+            raise CheckpointError(
+                f"{path}: truncated or not a safetensors file (header says {n} bytes, "
+                f"file has {size - 8} after the length field)"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors header (invalid JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (expected a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (__metadata__ is not an object)")
+    data_len = size - 8 - n
+    infos: dict[str, TensorInfo] = {}
+    for key, entry in header.items():
+        infos[key] = _entry_info(path, key, entry, data_len)
+    return infos, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _entry_info(path: Path, key: str, entry: object, data_len: int) -> TensorInfo:
+    try:
+        code = entry["dtype"]  # type: ignore[index]
+        shape = tuple(int(s) for s in entry["shape"])  # type: ignore[index]
+        begin, end = (int(o) for o in entry["data_offsets"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(
+            f"{path}: corrupt safetensors header (entry {key!r} needs dtype, shape and data_offsets)"
+        ) from None
+    if any(s < 0 for s in shape) or begin < 0 or end < begin:
+        raise CheckpointError(f"{path}: corrupt safetensors header (bad shape or offsets for {key!r})")
+    if end > data_len:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file (tensor {key!r} ends at byte {end} of the data "
+            f"section, which has only {data_len} bytes)"
+        )
+    name, itemsize = SAFETENSORS_DTYPES.get(str(code), (str(code).lower(), None))
+    if itemsize is not None:
+        numel = 1
+        for s in shape:
+            numel *= s
+        if end - begin != int(numel * itemsize):
+            raise CheckpointError(
+                f"{path}: corrupt safetensors header ({key!r} has shape {list(shape)} and dtype "
+                f"{code} but spans {end - begin} bytes)"
+            )
+    return TensorInfo(key, shape, name)
+
+
+class SafetensorsShard:
+    """One safetensors file, opened lazily (the first :meth:`get`) and read tensor by tensor."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._infos, self.metadata = read_header(self.path)
+        self._handle = None
+
+    def keys(self) -> list[str]:
+        return list(self._infos)
+
+    def info(self, key: str) -> TensorInfo:
+        return self._infos[key]
+
+    def _open(self):
+        if self._handle is None:
+            from safetensors import safe_open
+
+            try:
+                self._handle = safe_open(str(self.path), framework="pt", device="cpu")
+            except Exception as exc:  # safetensors raises its own error types
+                raise CheckpointError(f"{self.path}: cannot open safetensors file ({exc})") from None
+            log.debug("opened %s", self.path)
+        return self._handle
+
+    def get(self, key: str) -> torch.Tensor:
+        handle = self._open()
+        try:
+            return handle.get_tensor(key)
+        except Exception as exc:
+            raise CheckpointError(f"{self.path}: cannot read tensor {key!r} ({exc})") from None
+
+    def get_slice(self, key: str):
+        """safetensors' lazy slice object: ``shard.get_slice(key)[0:128]`` reads only those rows."""
+        return self._open().get_slice(key)
+
+    def release(self) -> None:
+        """Nothing is cached: each tensor is read from disk when asked for."""
+
+    def close(self) -> None:
+        self._handle = None
