@@ -100,9 +100,10 @@ def stderr_console():
 
 
 def stdout_console():
+    """Console for tables on stdout; wide enough for per-layer rows when stdout is a pipe or file."""
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
@@ -132,3 +133,26 @@ def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterat
             progress.update(task_id, advance=n, label=label or "")
 
         yield advance
+
+
+@contextmanager
+def progress_callback(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
+    """A rich progress bar on stderr driven by ``callback(done, total, label)`` (library style).
+
+    The total can be unknown until the first call; nothing is drawn when ``quiet`` or when stderr
+    is not a terminal.
+    """
+    if quiet or not sys.stderr.isatty():
+        yield lambda done, total, label="": None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
+                  console=stderr_console(), transient=True) as progress:
+        task_id = progress.add_task(description, total=None, label="")
+
+        def callback(done: int, total: int, label: str = "") -> None:
+            progress.update(task_id, completed=done, total=total, label=label)
+
+        yield callback

@@ -1,1 +1,119 @@
-"""Placeholder until the command lands."""
+"""``spectra analyze``: per-layer spectral metrics of a checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ._app import DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, command, progress_callback, stdout_console
+
+_FORMATS = (".json", ".csv", ".parquet")
+
+
+@command("analyze")
+def analyze_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors/.pt/.bin/.ckpt file or a model directory.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write results: .json (spectra.analysis/1), .csv or .parquet; '-' writes JSON to stdout.")] = None,
+    save_esd: Annotated[Optional[Path], typer.Option("--save-esd", help="Write every layer's eigenvalues to this .npz.")] = None,
+    include: Annotated[Optional[List[str]], typer.Option("--include", help="Regex on tensor keys to analyze (repeatable).")] = None,
+    exclude: Annotated[Optional[List[str]], typer.Option("--exclude", help="Regex on tensor keys to skip (repeatable).")] = None,
+    min_evals: Annotated[int, typer.Option("--min-evals", help="Skip matrices with fewer eigenvalues.")] = 8,
+    max_evals: Annotated[Optional[int], typer.Option("--max-evals", help="Skip matrices with more eigenvalues (default: no limit).")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="Power-law fit: ww (min-KS xmin, WeightWatcher's) or median (TempBalance/LLR).")] = "ww",
+    fix_fingers: Annotated[Optional[str], typer.Option("--fix-fingers", help="clip_xmax: refit without outlying top eigenvalues.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap refits for a 95% confidence interval of alpha (0 = off).")] = 0,
+    mp_fit: Annotated[bool, typer.Option("--mp-fit", help="Fit a Marchenko-Pastur bulk (sigma_mp, spikes, soft rank).")] = False,
+    randomize: Annotated[bool, typer.Option("--randomize", help="Compare with an element-shuffled matrix (correlation traps).")] = False,
+    compare: Annotated[bool, typer.Option("--compare-distributions", help="Power law vs lognormal/exponential at xmin (needs the powerlaw package).")] = False,
+    solver: Annotated[str, typer.Option("--solver", help="gram (eigvalsh of W^T W, fastest) or svd.")] = "gram",
+    dtype: DtypeOpt = "float64",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    trust_pickle: TrustPickleOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute each weight matrix's spectrum, heavy-tail alpha and norm metrics."""
+    from ..analysis import AnalyzeConfig, analyze
+    from ..errors import ConfigError
+
+    to_stdout = out is not None and str(out) == "-"
+    if out is not None and not to_stdout:
+        if out.suffix.lower() not in _FORMATS:
+            raise ConfigError(f"unknown output extension {out.suffix!r} for {out}: use .json, .csv or .parquet")
+        _check_writable(out)
+    if save_esd is not None:
+        _check_writable(save_esd)
+    cfg = AnalyzeConfig(
+        include=tuple(include or ()), exclude=tuple(exclude or ()), min_evals=min_evals, max_evals=max_evals,
+        fit=fit, fix_fingers=fix_fingers, bootstrap=bootstrap, mp_fit=mp_fit, randomize=randomize,
+        compare_distributions=compare, solver=solver, dtype=dtype, device=device, seed=seed,
+    )
+    with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
+        result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
+    if to_stdout:
+        typer.echo(result.to_json())
+        return
+    if out is not None:
+        result.save(out)
+    if save_esd is not None:
+        result.save_esd(save_esd)
+    if not quiet:
+        render_analysis(result)
+        for path in (out, save_esd):
+            if path is not None:
+                typer.echo(f"wrote {path}", err=True)
+
+
+def _check_writable(path: Path) -> None:
+    from ..errors import ConfigError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def render_analysis(result) -> None:
+    """Summary line and the per-layer table on stdout."""
+    from rich.table import Table
+
+    console = stdout_console()
+    s = result.summary
+    console.print(
+        f"[bold]{result.checkpoint}[/]  {s['num_params']:,} parameters, {s['num_layers']} layers "
+        f"({s['num_success']} fitted, {s['num_failed']} failed, {s['num_skipped']} skipped), "
+        f"{s['num_vectors']} vectors attached, {s['seconds']:.2f} s"
+    )
+    console.print(
+        f"alpha mean {_fmt(s['alpha'])}  median {_fmt(s['alpha_median'])}   "
+        f"alpha_weighted mean {_fmt(s['alpha_weighted'])}   "
+        f"under-trained (alpha > 6): {s['num_under_trained']}   over-trained (alpha < 2): {s['num_over_trained']}"
+    )
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, justify in (("depth", "right"), ("layer", "left"), ("kind", "left"), ("shape", "left"),
+                         ("alpha", "right"), ("±", "right"), ("D", "right"), ("tail", "right"),
+                         ("alpha_w", "right"), ("stable_rank", "right"), ("log_spec", "right"), ("note", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "note")
+    for r in result.layers:
+        if r.alpha_ci:
+            spread = f"[{_fmt(r.alpha_ci[0])}, {_fmt(r.alpha_ci[1])}]"
+        else:
+            spread = _fmt(r.sigma)
+        note = r.warning if r.ok else f"{r.status}: {r.reason}"
+        style = {"over-trained": "red", "under-trained": "yellow"}.get(r.warning, "" if r.ok else "dim")
+        table.add_row(
+            str(r.depth), r.name, r.kind, "x".join(map(str, r.shape)), _fmt(r.alpha), spread, _fmt(r.D, 3),
+            _fmt(r.num_pl_spikes), _fmt(r.alpha_weighted), _fmt(r.stable_rank, 1), _fmt(r.log_spectral_norm),
+            note, style=style,
+        )
+    console.print(table)
