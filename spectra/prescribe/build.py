@@ -1,0 +1,318 @@
+"""``prescribe()``: inputs -> per-layer rows -> a rule -> normalise, clip -> :class:`LRMap`.
+
+Every rule gets the same treatment around it, so the options mean the same for all of them:
+
+1. rows are built from an analysis (``spectra.analysis/1``, or a checkpoint analysed on the spot),
+   a noise file (``spectra.noise/1``) or a diff file (``spectra.diff/1``);
+2. the rule maps rows to multipliers; a row it leaves out gets ``default`` (1) and a reason;
+3. ``normalize``: ``mean`` divides every prescribed multiplier by their arithmetic mean and
+   ``geomean`` by their geometric mean (the mean is over layers, unweighted);
+4. ``clip=(lo, hi)`` bounds the prescribed multipliers;
+5. the layer's weight takes the multiplier; its attached biases and norm weights take it too
+   (``norms="follow"``) or stay at the default (``norms="base"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import ConfigError
+from ..results import Analysis, LayerResult, check_schema, read_json
+from .lrmap import LayerEntry, LRMap
+from .registry import NORMS, Decision, LayerRow, RuleInfo, get_rule, run_rule
+
+__all__ = ["prescribe", "rows_from_analysis", "rows_from_noise", "rows_from_diff", "NORMALIZE", "parse_clip"]
+
+_logger = logging.getLogger(__name__)
+
+NORMALIZE = ("none", "mean", "geomean")
+NOISE_SCHEMA = "spectra.noise/1"
+DIFF_SCHEMA = "spectra.diff/1"
+_NOT_METRICS = {"depth", "N", "M", "expert", "matrix_rank"}
+
+
+def analysis_metrics() -> list[str]:
+    """Numeric per-layer fields of an analysis a rule can read with ``--metric``."""
+    return [f.name for f in dataclasses.fields(LayerResult)
+            if f.type in ("float", "int | None") and f.name not in _NOT_METRICS]
+
+
+def parse_clip(text: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """``"LO,HI"`` (or a pair) -> ``(lo, hi)`` with ``0 <= lo <= hi``.
+
+    >>> parse_clip("0.5,2")
+    (0.5, 2.0)
+    """
+    if text is None or text == "":
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        lo, hi = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--clip takes LO,HI (two numbers), got {text!r}") from None
+    if not (0 <= lo <= hi) or not math.isfinite(hi):
+        raise ConfigError(f"--clip needs 0 <= LO <= HI, got {lo:g},{hi:g}")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------- rows
+
+
+def _attached_by_layer(analysis: Analysis) -> dict[str, list[str]]:
+    by_layer: dict[str, list[str]] = {}
+    for rec in analysis.layers:
+        by_layer.setdefault(rec.name, []).extend(rec.attached)
+    for key, layer in analysis.attached.items():
+        if layer is not None and key not in by_layer.setdefault(layer, []):
+            by_layer[layer].append(key)
+    return by_layer
+
+
+def rows_from_analysis(analysis: Analysis, metric: str) -> list[LayerRow]:
+    """One row per layer record; ``metric="depth"`` makes the depth the value."""
+    valid = analysis_metrics()
+    if metric != "depth" and metric not in valid:
+        raise ConfigError(f"unknown analysis metric {metric!r}; choose one of: {', '.join(valid)}")
+    attached = _attached_by_layer(analysis)
+    rows = []
+    for rec in analysis.layers:
+        value = rec.depth if metric == "depth" else getattr(rec, metric)
+        rows.append(LayerRow(
+            name=rec.name, param=rec.param, depth=int(rec.depth), kind=rec.kind,
+            value=math.nan if value is None else float(value), status=rec.status, reason=rec.reason,
+            num_evals=rec.num_evals, attached=tuple(dict.fromkeys(attached.get(rec.name, ()))),
+        ))
+    return rows
+
+
+def _records(data: Mapping[str, Any], schema: str, origin: str) -> list[Mapping[str, Any]]:
+    check_schema(data, schema, origin)
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(r, Mapping) and "name" in r for r in layers):
+        raise ConfigError(f"{origin}: 'layers' must be a list of records with a 'name'")
+    return layers
+
+
+def _value(rec: Mapping[str, Any], metric: str) -> float:
+    value = rec.get(metric)
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _check_metric(records: list[Mapping[str, Any]], metric: str, origin: str) -> None:
+    if records and not any(metric in rec for rec in records):
+        numeric = sorted({k for rec in records for k, v in rec.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "depth"})
+        raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(numeric)}")
+
+
+def rows_from_noise(data: Mapping[str, Any], metric: str, *, origin: str = "noise file") -> list[LayerRow]:
+    """Rows from a ``spectra.noise/1`` record set; the weight is the first ``*.weight`` in ``params``."""
+    records = _records(data, NOISE_SCHEMA, origin)
+    _check_metric(records, metric, origin)
+    rows = []
+    for rec in records:
+        params = [str(p) for p in rec.get("params") or ()]
+        weights = [p for p in params if p.endswith(".weight")]
+        param = weights[0] if weights else (params[0] if params else f"{rec['name']}.weight")
+        rows.append(LayerRow(
+            name=str(rec["name"]), param=param, depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")),
+            value=_value(rec, metric), status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
+            attached=tuple(p for p in params if p != param),
+        ))
+    return rows
+
+
+def rows_from_diff(data: Mapping[str, Any], metric: str, *, origin: str = "diff file",
+                   analysis: Analysis | None = None) -> list[LayerRow]:
+    """Rows from a ``spectra.diff/1`` record set; attached params come from ``analysis`` if given."""
+    records = _records(data, DIFF_SCHEMA, origin)
+    _check_metric(records, metric, origin)
+    attached = _attached_by_layer(analysis) if analysis is not None else {}
+    return [LayerRow(
+        name=str(rec["name"]), param=str(rec.get("param") or f"{rec['name']}.weight"),
+        depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")), value=_value(rec, metric),
+        status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
+        attached=tuple(attached.get(str(rec["name"]), ())),
+    ) for rec in records]
+
+
+# --------------------------------------------------------------------- inputs
+
+
+def _load_side(value: Any, schema: str, what: str, hint: str) -> tuple[Mapping[str, Any] | None, str]:
+    if value is None:
+        return None, ""
+    if isinstance(value, Mapping):
+        return value, what
+    data = read_json(value)
+    check_schema(data, schema, str(value))
+    return data, str(value)
+
+
+def _load_analysis(source: Any, analyze_options: Mapping[str, Any]) -> tuple[Analysis | None, str, dict]:
+    """``(analysis, description, side files found in source)`` for whatever ``source`` is."""
+    if source is None:
+        return None, "", {}
+    if isinstance(source, Analysis):
+        return source, source.checkpoint or "analysis", {}
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".json":
+        data = read_json(source)
+        schema = str(data.get("schema", ""))
+        if schema.startswith("spectra.noise/"):
+            return None, "", {"noise": data, "noise_origin": str(source)}
+        if schema.startswith("spectra.diff/"):
+            return None, "", {"diff": data, "diff_origin": str(source)}
+        return Analysis.from_dict(data, origin=str(source)), str(source), {}
+    from ..analysis import analyze  # a checkpoint (path, state dict or module): analyse it first
+
+    _logger.info("analysing %s before prescribing", source if isinstance(source, (str, Path)) else type(source).__name__)
+    analysis = analyze(source, **dict(analyze_options))
+    return analysis, analysis.checkpoint or str(source), {}
+
+
+def _rows_for(info: RuleInfo, metric: str, analysis: Analysis | None, side: dict) -> list[LayerRow]:
+    if info.inputs in ("analysis", "depth"):
+        if analysis is None:
+            raise ConfigError(f"method {info.name!r} needs an analysis: give an analysis JSON "
+                              "(spectra analyze CKPT -o analysis.json) or a checkpoint")
+        return rows_from_analysis(analysis, metric)
+    if info.inputs == "noise":
+        if side.get("noise") is None:
+            raise ConfigError("method 'noise' needs a gradient-noise file: run `spectra noise CKPT --task NAME "
+                              "-o noise.json` first, then pass --noise noise.json")
+        return rows_from_noise(side["noise"], metric, origin=side.get("noise_origin") or "noise file")
+    if side.get("diff") is None:
+        raise ConfigError(f"method {info.name!r} needs a checkpoint diff: run `spectra diff A B -o diff.json` "
+                          "first, then pass --diff diff.json")
+    return rows_from_diff(side["diff"], metric, origin=side.get("diff_origin") or "diff file", analysis=analysis)
+
+
+# ------------------------------------------------------------------- prescribe
+
+
+def prescribe(
+    source: Any = None,
+    method: str = "tempbalance",
+    *,
+    metric: str | None = None,
+    normalize: str = "none",
+    clip: tuple[float, float] | str | None = None,
+    norms: str | None = None,
+    noise: Any = None,
+    diff: Any = None,
+    analyze_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> LRMap:
+    """Build a layerwise multiplier map with the rule ``method``.
+
+    Args:
+        source: an :class:`~spectra.Analysis`, an analysis JSON path, a checkpoint (path, state
+            dict or module; analysed first with ``analyze_options``), a noise or diff JSON path,
+            or ``None`` when ``noise``/``diff`` carry the input.
+        method: a registered rule (:func:`list_rules`).
+        metric: the per-layer metric the rule reads (default: the rule's, usually ``alpha``).
+        normalize: ``none``, ``mean`` or ``geomean`` over the prescribed layers.
+        clip: ``(lo, hi)`` or ``"lo,hi"`` bounds for the multipliers (default: the rule's).
+        norms: ``follow`` or ``base`` for attached biases and norms (default: the rule's).
+        noise, diff: a ``spectra.noise/1`` / ``spectra.diff/1`` path or dict.
+        **options: the rule's own options (``min_ratio``, ``max_ratio``, ``decay``, ...).
+
+    Example:
+        >>> from spectra.results import Analysis, LayerResult
+        >>> recs = tuple(LayerResult(name=f"h.{i}.fc", param=f"h.{i}.fc.weight", kind="linear", shape=(64, 64),
+        ...              depth=i + 1, num_evals=64, alpha=a) for i, a in enumerate([2.0, 3.0, 4.0]))
+        >>> a = Analysis(layers=recs, summary={}, config={}, checkpoint="demo", created="")
+        >>> lrmap = prescribe(a, "llr")
+        >>> [lrmap.multiplier(f"h.{i}.fc.weight") for i in range(3)]
+        [1.0, 3.0, 5.0]
+    """
+    info = get_rule(method)
+    if normalize not in NORMALIZE:
+        raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    norms = norms or info.norms
+    if norms not in NORMS:
+        raise ConfigError(f"--norms must be one of {', '.join(NORMS)}, got {norms!r}")
+    if info.inputs == "depth" and metric not in (None, "depth"):
+        raise ConfigError(f"method {method!r} uses depth only; it takes no --metric")
+    metric = metric or info.metric
+    bounds = parse_clip(clip) if clip is not None else info.clip
+    rule_options = info.resolve(options)
+
+    analysis, described, side = _load_analysis(source, analyze_options or {})
+    for key, value, schema, hint in (("noise", noise, NOISE_SCHEMA, "spectra noise"), ("diff", diff, DIFF_SCHEMA, "spectra diff")):
+        data, origin = _load_side(value, schema, key, hint)
+        if data is not None:
+            side[key], side[f"{key}_origin"] = data, origin
+    rows = _rows_for(info, metric, analysis, side)
+    decisions = run_rule(info, rows, rule_options, metric)
+    multipliers = _finish(decisions, normalize, bounds)
+
+    entries, params = _entries(rows, decisions, multipliers, norms, metric)
+    sources = [s for s in (described, side.get("noise_origin"), side.get("diff_origin")) if s]
+    recorded = {"metric": metric, "normalize": normalize, "clip": list(bounds) if bounds else None, "norms": norms,
+                **rule_options}
+    if info.target == "weight_decay":
+        lrmap = LRMap(method=method, params={k: 1.0 for k in params}, layers=tuple(entries), options=recorded,
+                      source=" + ".join(sources), target="weight_decay", wd_params=params)
+    else:
+        lrmap = LRMap(method=method, params=params, layers=tuple(entries), options=recorded, source=" + ".join(sources))
+    n = sum(d.prescribed for d in decisions)
+    _logger.info("%s: %d of %d layers prescribed, %d parameters mapped", method, n, len(rows), len(params))
+    return lrmap
+
+
+def _finish(decisions: list[Decision], normalize: str, bounds: tuple[float, float] | None) -> list[tuple[float, str]]:
+    """Normalise and clip the prescribed multipliers; ``(multiplier or NaN, reason)`` per row."""
+    values = [d.multiplier for d in decisions if d.prescribed]
+    scale = 1.0
+    if values and normalize == "mean":
+        mean = sum(values) / len(values)
+        if mean <= 0:
+            raise ConfigError("cannot normalise by the mean: the multipliers sum to 0")
+        scale = 1.0 / mean
+    elif values and normalize == "geomean":
+        if min(values) <= 0:
+            raise ConfigError("cannot normalise by the geometric mean: some multipliers are 0; use --normalize mean")
+        scale = math.exp(-sum(math.log(v) for v in values) / len(values))
+    out = []
+    for d in decisions:
+        if not d.prescribed:
+            out.append((math.nan, d.reason or "not prescribed"))
+            continue
+        m = d.multiplier * scale
+        reason = d.reason
+        if bounds is not None and not bounds[0] <= m <= bounds[1]:
+            clipped = min(max(m, bounds[0]), bounds[1])
+            reason = "; ".join(r for r in (reason, f"clipped from {m:.4g}") if r)
+            m = clipped
+        out.append((m, reason))
+    return out
+
+
+def _entries(rows: Sequence[LayerRow], decisions: list[Decision], finished: list[tuple[float, str]], norms: str,
+             metric: str, default: float = 1.0) -> tuple[list[LayerEntry], dict[str, float]]:
+    entries: list[LayerEntry] = []
+    collected: dict[str, list[float]] = {}
+    for row, (m, reason) in zip(rows, finished):
+        prescribed = math.isfinite(m)
+        mult = m if prescribed else default
+        covered: list[str] = []
+        if row.status != "skipped" or prescribed:  # skipped tensors (buffers, int weights) are not params
+            covered.append(row.param)
+            collected.setdefault(row.param, []).append(mult)
+            for key in row.attached:
+                covered.append(key)
+                collected.setdefault(key, []).append(mult if norms == "follow" else default)
+        entries.append(LayerEntry(name=row.name, param=row.param, depth=row.depth, metric=metric, value=row.value,
+                                  multiplier=mult, reason=reason if (reason or not prescribed) else "",
+                                  params=tuple(dict.fromkeys(covered))))
+    # a tensor shared by several rows (mixture-of-experts stacks) gets the mean of their multipliers
+    params = {k: (v[0] if len(v) == 1 else sum(v) / len(v)) for k, v in collected.items()}
+    return entries, params
