@@ -127,6 +127,8 @@ class Checkpoint:
         self._current = shard
         return shard.get(stored)
 
+    __getitem__ = get  # so ``dict(ckpt)`` materialises a small checkpoint
+
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         for key in list(self._entries):
             yield key, self.get(key)
