@@ -1,0 +1,400 @@
+r"""DALS: Discriminative Adaptive Layer Scaling, a layer-and-time aware optimizer (reconstruction).
+
+Source: Yao, Wang, Cui, Chen, Cui, Wang, Wei & Yu, "Learning Rate Engineering: From Coarse Single
+Parameter to Layered Evolution", arXiv:2604.27295 (2026). **Only the abstract is public**: DALS
+"integrates phase-adaptive cosine scheduling, depth-aware Grokfast gradient filtering, and
+LARS-style trust ratios into a single coherent optimizer", with variants DALS, DALS-Fast and a third,
+unnamed one. No equations or code are public. **This module is our reconstruction** from those three
+named components; every equation below is ours.
+
+For a parameter tensor ``w`` in param group ``l`` at step ``t`` (0-based), with group LR ``eta_l``
+(``group["lr"]``, which already includes any LR-map multiplier and is never multiplied by
+``lr_multiplier`` again), depth fraction ``d_l = depth_l / max_depth`` (0 = input, 1 = head; 1 for
+every group when no group carries a ``depth``) and warmup length ``W`` steps:
+
+1. Phase-adaptive cosine: ``eta(t) = peak * phase_cosine(t)`` (linear warmup over ``W`` steps, then
+   cosine to ``min_lr_ratio``; :func:`spectra.optim.schedules.phase_cosine`).
+2. Depth-aware Grokfast on the (sign-corrected) gradient ``g``:
+   ``h <- a h + (1 - a) g`` (``h`` starts at the first gradient) and
+   ``g~ = g + lambda_l(t) h`` with ``lambda_l(t) = lambda (floor + (1 - floor) d_l) [t >= W]``:
+   upper layers get more slow-gradient amplification, and the filter is off during warmup (the EMA
+   still accumulates).
+3. Base direction ``u`` from ``g~``: momentum SGD (``base="sgd"``, torch ``SGD`` semantics) or Adam
+   with bias correction (``base="adam"``, ``u = m^ / (sqrt(v^) + eps)``).
+4. LARS-style trust ratio for every tensor with ``ndim >= 2``:
+   ``tau = clip(||w|| / (||u|| + eps_t), tau_min, tau_max)`` (``tau = 1`` when either norm is 0),
+   normalized across layers, ``tau^ = tau / mean(tau)`` over all such tensors, so the LR keeps its
+   meaning; 1-D tensors (biases, norms) are exempt (``tau^ = 1``). Norms are of full tensors.
+5. Optional discriminative depth factor ``D_l = xi^(max_depth - depth_l)`` normalized to mean 1 over
+   the depths present (``depth_decay=xi``, default 1 = off; an LR map is the preferred source of
+   per-layer factors).
+6. Update with decoupled decay: ``w <- w (1 - eta_l eta(t) D_l wd) - eta_l eta(t) D_l tau^ u``.
+
+Open choices and what we chose (see shared research notes, section 6a):
+
+* Base optimizer (SGD or Adam): both; ``base="sgd"`` by default, since "Fixed SGD" also wins from
+  scratch in the abstract.
+* Does lambda grow or shrink with depth: it grows (``floor=0.25`` at the input, full at the head).
+* Phases: warmup (Grokfast off) then cosine; no plateau-triggered restarts.
+* Trust-ratio clip: yes, ``[0.1, 10]``, fixed over training (not widened mid-training), with no
+  weight-decay term in the denominator (the decay is decoupled), then mean-normalized.
+* Hyperparameters: Grokfast reference values (a = 0.98, lambda = 2), warmup 5 %, cosine floor 1 %.
+
+Variants: ``DALS(...)`` (the default above), :meth:`DALS.fast` ("DALS-Fast": 2 % warmup, peak x2,
+lambda = 5, per 6a) and :meth:`DALS.finetune` ("DALS-FT", our name for the unnamed third variant:
+Adam base, 10 % warmup, mild depth decay xi = 0.9, lambda = 1; the abstract reports that DALS
+falters on fine-tuning where adaptive methods excel and that directional depth biases need
+pretrained features, so the third variant is the fine-tuning one).
+
+With ``schedule=False, grokfast_lamb=0, trust_ratio=False`` DALS is exactly momentum SGD with
+decoupled weight decay (``base="sgd"``) or AdamW (``base="adam"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..errors import ConfigError
+from .grokfast import amplify, ema_update_
+from .schedules import phase_cosine, warmup_steps
+
+__all__ = ["DALS", "trust_ratio", "PRESETS"]
+
+#: Keyword overrides of each named variant (see the module docstring).
+PRESETS: dict[str, dict[str, Any]] = {
+    "dals": {},
+    "dals-fast": dict(warmup=0.02, peak_factor=2.0, grokfast_lamb=5.0, depth_decay=1.0),
+    "dals-ft": dict(base="adam", warmup=0.1, depth_decay=0.9, grokfast_lamb=1.0),
+}
+
+_BACKFILL = dict(peak_factor=1.0, depth_decay=1.0, normalize_trust=True, maximize=False, foreach=None, step=0)
+
+
+def trust_ratio(w_norm: Tensor, u_norm: Tensor, *, clip: tuple[float, float] = (0.1, 10.0),
+                eps: float = 1e-8) -> Tensor:
+    r"""LARS-style trust ratio ``clip(||w|| / (||u|| + eps), lo, hi)``, 1 where a norm is zero.
+
+    >>> trust_ratio(torch.tensor([2.0, 0.0, 100.0]), torch.tensor([1.0, 3.0, 1.0]), eps=0.0)
+    tensor([ 2.,  1., 10.])
+    """
+    ok = (w_norm > 0) & (u_norm > 0)
+    ratio = torch.where(ok, w_norm / (u_norm + eps), torch.ones_like(w_norm))
+    return ratio.clamp(clip[0], clip[1])
+
+
+class DALS(Optimizer):
+    """DALS optimizer (reconstruction; the formulas are in the module docstring).
+
+    Args:
+        params: parameters or param groups. Groups may carry ``depth`` (int, from
+            :func:`spectra.optim.param_groups`) and their own ``lr`` / ``weight_decay``.
+        lr: peak learning rate for groups without their own ``lr``.
+        total_steps: length of training in optimizer steps (for the cosine schedule).
+        warmup: warmup steps (``int``) or fraction of ``total_steps`` (``float``); Grokfast is off
+            during warmup.
+        base: ``"sgd"`` (momentum SGD direction) or ``"adam"`` (bias-corrected Adam direction).
+        momentum, dampening, nesterov: SGD direction options (torch ``SGD`` semantics).
+        betas, eps: Adam direction options.
+        weight_decay: decoupled weight decay, scaled by the scheduled LR as in AdamW.
+        schedule: apply the phase-adaptive cosine schedule (False: constant ``lr * peak_factor``).
+        min_lr_ratio: cosine floor as a fraction of the peak.
+        peak_factor: multiplier of the whole schedule (DALS-Fast uses 2).
+        grokfast_alpha, grokfast_lamb, grokfast_floor: EMA momentum, amplification at the head and
+            the fraction of it at the input layer. ``grokfast_lamb=0`` switches the filter off.
+        trust_ratio: apply the trust ratio to tensors with ``ndim >= 2``.
+        trust_clip, trust_eps: clip band and denominator epsilon of the trust ratio.
+        normalize_trust: divide trust ratios by their mean over all adapted tensors.
+        depth_decay: discriminative factor ``xi`` per depth level below the head (1 = off).
+        maximize: maximize the objective.
+        foreach: use ``torch._foreach_*`` kernels (default: on when all params are on one CUDA device).
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+        >>> opt = DALS(model.parameters(), lr=0.05, total_steps=100)
+        >>> model(torch.ones(3, 4)).square().mean().backward(); opt.step()
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.05, *, total_steps: int,
+                 warmup: int | float = 0.05, base: str = "sgd", momentum: float = 0.9,
+                 dampening: float = 0.0, nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, schedule: bool = True,
+                 min_lr_ratio: float = 0.01, peak_factor: float = 1.0, grokfast_alpha: float = 0.98,
+                 grokfast_lamb: float = 2.0, grokfast_floor: float = 0.25, trust_ratio: bool = True,
+                 trust_clip: tuple[float, float] = (0.1, 10.0), trust_eps: float = 1e-8,
+                 normalize_trust: bool = True, depth_decay: float = 1.0, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ConfigError(f"DALS total_steps must be a positive int, got {total_steps!r}")
+        warmup_steps(warmup, total_steps)  # validates
+        checks = [
+            (isinstance(lr, (int, float)) and lr >= 0.0, "lr", lr),
+            (base in ("sgd", "adam"), "base (expected 'sgd' or 'adam')", base),
+            (0.0 <= momentum < 1.0, "momentum", momentum),
+            (0.0 <= dampening <= 1.0, "dampening", dampening),
+            (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0, "betas", betas),
+            (eps >= 0.0, "eps", eps),
+            (weight_decay >= 0.0, "weight_decay", weight_decay),
+            (0.0 <= min_lr_ratio <= 1.0, "min_lr_ratio", min_lr_ratio),
+            (peak_factor > 0.0, "peak_factor", peak_factor),
+            (0.0 <= grokfast_alpha < 1.0, "grokfast_alpha", grokfast_alpha),
+            (grokfast_lamb >= 0.0, "grokfast_lamb", grokfast_lamb),
+            (0.0 <= grokfast_floor <= 1.0, "grokfast_floor", grokfast_floor),
+            (0.0 < trust_clip[0] <= trust_clip[1], "trust_clip", trust_clip),
+            (trust_eps >= 0.0, "trust_eps", trust_eps),
+            (depth_decay > 0.0, "depth_decay", depth_decay),
+        ]
+        for ok, name, value in checks:
+            if not ok:
+                raise ConfigError(f"invalid DALS {name}: {value!r}")
+        if nesterov and (momentum <= 0.0 or dampening != 0.0):
+            raise ConfigError("DALS nesterov momentum needs momentum > 0 and dampening = 0")
+        defaults = dict(
+            lr=float(lr), total_steps=total_steps, warmup=warmup, base=base, momentum=momentum,
+            dampening=dampening, nesterov=nesterov, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+            schedule=schedule, min_lr_ratio=min_lr_ratio, peak_factor=peak_factor,
+            grokfast_alpha=grokfast_alpha, grokfast_lamb=grokfast_lamb, grokfast_floor=grokfast_floor,
+            trust_ratio=trust_ratio, trust_clip=tuple(trust_clip), trust_eps=trust_eps,
+            normalize_trust=normalize_trust, depth_decay=depth_decay, maximize=maximize, foreach=foreach,
+            step=0,
+        )
+        super().__init__(params, defaults)
+
+    @classmethod
+    def fast(cls, params: Iterable, lr: float = 0.05, *, total_steps: int, **overrides: Any) -> "DALS":
+        """DALS-Fast: 2 % warmup, schedule peak x2, Grokfast lambda 5, no depth decay (6a)."""
+        return cls(params, lr, total_steps=total_steps, **{**PRESETS["dals-fast"], **overrides})
+
+    @classmethod
+    def finetune(cls, params: Iterable, lr: float = 1e-3, *, total_steps: int, **overrides: Any) -> "DALS":
+        """DALS-FT (our name for the unnamed third variant): Adam base, 10 % warmup, depth decay 0.9,
+        Grokfast lambda 1, for fine-tuning pretrained models."""
+        return cls(params, lr, total_steps=total_steps, **{**PRESETS["dals-ft"], **overrides})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in _BACKFILL.items():
+                group.setdefault(key, value)
+
+    # -- per-group scalars (python floats: no device syncs) -------------------------------------
+    def _depth_terms(self) -> tuple[list[float], list[float]]:
+        depths = [g.get("depth") for g in self.param_groups]
+        known = sorted({int(d) for d in depths if d is not None})
+        top = known[-1] if known else 0
+        fracs, factors = [], []
+        for group, depth in zip(self.param_groups, depths):
+            fracs.append(1.0 if depth is None or top == 0 else int(depth) / top)
+            xi = group["depth_decay"]
+            if depth is None or xi == 1.0:
+                factors.append(1.0)
+            else:
+                mean = sum(xi ** (top - k) for k in known) / len(known)
+                factors.append(xi ** (top - int(depth)) / mean)
+        return fracs, factors
+
+    @staticmethod
+    def _schedule(group: dict[str, Any], t: int, warm: int) -> float:
+        if not group["schedule"]:
+            return group["peak_factor"]
+        return group["peak_factor"] * phase_cosine(t, total_steps=group["total_steps"], warmup=warm,
+                                                   min_ratio=group["min_lr_ratio"])
+
+    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[dict]]:
+        params, grads, states = [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("DALS does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+            states.append(self.state[p])
+        return params, grads, states
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Take one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        fracs, factors = self._depth_terms()
+        pending = []
+        for group, frac, factor in zip(self.param_groups, fracs, factors):
+            t = group["step"]
+            group["step"] = t + 1
+            params, grads, states = self._init_group(group)
+            if not params:
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = len({p.device for p in params}) == 1 and params[0].is_cuda
+            warm = warmup_steps(group["warmup"], group["total_steps"])
+            lr_t = group["lr"] * self._schedule(group, t, warm) * factor
+            lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
+            grads = _filter(grads, states, group, lamb if t >= warm else 0.0, foreach)
+            direction = _adam_direction if group["base"] == "adam" else _sgd_direction
+            updates = direction(grads, states, group, foreach)
+            adapt = [bool(group["trust_ratio"]) and p.ndim >= 2 for p in params]
+            pending.append((group, lr_t, params, updates, adapt, foreach))
+        scales = _trust_scales(pending)
+        for (group, lr_t, params, updates, adapt, foreach), scale in zip(pending, scales):
+            _apply(params, updates, adapt, scale, lr_t, group["weight_decay"], foreach)
+        return loss
+
+
+def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb: float,
+            foreach: bool) -> list[Tensor]:
+    """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter."""
+    if group["maximize"]:
+        grads = list(torch._foreach_neg(grads)) if foreach else [-g for g in grads]
+    if group["grokfast_lamb"] == 0.0:
+        return grads
+    old = [i for i, s in enumerate(states) if "grokfast_ema" in s]
+    ema_update_([states[i]["grokfast_ema"] for i in old], [grads[i] for i in old], group["grokfast_alpha"],
+                foreach=foreach)
+    for s, g in zip(states, grads):
+        if "grokfast_ema" not in s:  # reference init: the EMA starts at the first gradient
+            s["grokfast_ema"] = g.detach().clone(memory_format=torch.preserve_format)
+    if lamb == 0.0:
+        return grads
+    return amplify(grads, [s["grokfast_ema"] for s in states], lamb, foreach=foreach)
+
+
+def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:
+    """Momentum SGD direction, torch ``SGD`` semantics (the buffer starts at the first gradient)."""
+    momentum, dampening = group["momentum"], group["dampening"]
+    if momentum == 0.0:
+        return grads
+    old = [i for i, s in enumerate(states) if "momentum_buffer" in s]
+    bufs = [states[i]["momentum_buffer"] for i in old]
+    if bufs:
+        if foreach:
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, [grads[i] for i in old], alpha=1.0 - dampening)
+        else:
+            for b, i in zip(bufs, old):
+                b.mul_(momentum).add_(grads[i], alpha=1.0 - dampening)
+    for s, g in zip(states, grads):
+        if "momentum_buffer" not in s:
+            s["momentum_buffer"] = g.detach().clone(memory_format=torch.preserve_format)
+    bufs = [s["momentum_buffer"] for s in states]
+    if not group["nesterov"]:
+        return bufs
+    if foreach:
+        return list(torch._foreach_add(grads, bufs, alpha=momentum))
+    return [g.add(b, alpha=momentum) for g, b in zip(grads, bufs)]
+
+
+def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:
+    """Bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)`` (new tensors)."""
+    beta1, beta2 = group["betas"]
+    for s, g in zip(states, grads):
+        if "exp_avg" not in s:
+            s["step"] = 0
+            s["exp_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+            s["exp_avg_sq"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+        s["step"] += 1
+    exp_avgs = [s["exp_avg"] for s in states]
+    exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+    inv_bc1 = [1.0 / (1.0 - beta1 ** s["step"]) for s in states]
+    bc2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
+    if foreach:
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        updates = torch._foreach_div(exp_avgs, denom)
+        torch._foreach_mul_(updates, inv_bc1)
+        return list(updates)
+    updates = []
+    for m, v, g, c1, c2 in zip(exp_avgs, exp_avg_sqs, grads, inv_bc1, bc2_sqrt):
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        updates.append((m / (v.sqrt() / c2).add_(group["eps"])).mul_(c1))
+    return updates
+
+
+def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
+    """Full-tensor L2 norms as 0-d device tensors, in at least float32 (bf16-safe)."""
+    out: list[Tensor | None] = [None] * len(tensors)
+    buckets: dict[tuple, list[int]] = {}
+    for i, x in enumerate(tensors):
+        buckets.setdefault((x.device, x.dtype), []).append(i)
+    for (_, dtype), idx in buckets.items():
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        xs = [tensors[i] for i in idx]
+        if foreach:
+            norms = torch._foreach_norm(xs, 2, dtype=acc)
+        else:
+            norms = [torch.linalg.vector_norm(x, dtype=acc) for x in xs]
+        for i, n in zip(idx, norms):
+            out[i] = n
+    return out  # type: ignore[return-value]
+
+
+def _trust_scales(pending: list[tuple]) -> list[list[Tensor | None]]:
+    """Per tensor: its normalized trust ratio (0-d tensor on the parameter's device) or None."""
+    scales: list[list[Tensor | None]] = [[None] * len(p[2]) for p in pending]
+    picked = [(gi, i) for gi, p in enumerate(pending) for i, a in enumerate(p[4]) if a]
+    if not picked:
+        return scales
+    ws = [pending[gi][2][i] for gi, i in picked]
+    us = [pending[gi][3][i] for gi, i in picked]
+    foreach = any(p[5] for p in pending)
+    home = ws[0].device
+    acc = torch.float64 if any(w.dtype == torch.float64 for w in ws) else torch.float32
+    w_norm = torch.stack([n.to(home, acc) for n in _norms(ws, foreach)])
+    u_norm = torch.stack([n.to(home, acc) for n in _norms(us, foreach)])
+    tau = torch.empty_like(w_norm)
+    norm_mask = []
+    start = 0
+    for gi, p in enumerate(pending):  # each group clips with its own band
+        count = sum(p[4])
+        if count:
+            group = p[0]
+            tau[start:start + count] = trust_ratio(w_norm[start:start + count], u_norm[start:start + count],
+                                                   clip=group["trust_clip"], eps=group["trust_eps"])
+            norm_mask += [bool(group["normalize_trust"])] * count
+        start += count
+    if any(norm_mask):
+        mask = torch.tensor(norm_mask, device="cpu")
+        if all(norm_mask):
+            tau = tau / tau.mean()
+        else:
+            idx = mask.nonzero().flatten().to(home)
+            tau = tau.index_copy(0, idx, tau.index_select(0, idx) / tau.index_select(0, idx).mean())
+    for (gi, i), value in zip(picked, tau.unbind()):
+        scales[gi][i] = value.to(pending[gi][2][i].device)
+    return scales
+
+
+def _apply(params: list[Tensor], updates: list[Tensor], adapt: list[bool], scale: list[Tensor | None],
+           lr: float, weight_decay: float, foreach: bool) -> None:
+    """``w <- w (1 - lr wd) - lr tau^ u``; exempt tensors use ``tau^ = 1``."""
+    if weight_decay != 0.0:
+        if foreach:
+            torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+        else:
+            for p in params:
+                p.mul_(1.0 - lr * weight_decay)
+    scaled = [i for i, a in enumerate(adapt) if a]
+    plain = [i for i, a in enumerate(adapt) if not a]
+    if foreach:
+        if scaled:
+            steps = torch._foreach_mul([updates[i] for i in scaled], [scale[i] for i in scaled])
+            torch._foreach_add_([params[i] for i in scaled], steps, alpha=-lr)
+        if plain:
+            torch._foreach_add_([params[i] for i in plain], [updates[i] for i in plain], alpha=-lr)
+        return
+    for i in scaled:
+        params[i].add_(updates[i] * scale[i], alpha=-lr)
+    for i in plain:
+        params[i].add_(updates[i], alpha=-lr)
