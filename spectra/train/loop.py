@@ -384,7 +384,7 @@ def retrain(
             outputs, targets = task.forward(model, batch)
             loss = task.loss_fn(outputs, targets)
             if not torch.isfinite(loss):
-                log.warning("%s/%s: loss is %s at step %d; stopping", task_name, opt_name, float(loss), step)
+                log.warning("%s/%s: loss is %s at step %d; stopping", task_name, opt_name, float(loss.detach()), step)
                 status = "diverged"
                 loss_sum, seen = math.nan, 1
                 break

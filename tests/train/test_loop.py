@@ -1,0 +1,167 @@
+"""The retrain loop with a local SGD factory: training works, files, exact resume, refit ramps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from spectra.errors import ConfigError
+from spectra.train import Task
+from spectra.train.loop import Refitter, default_lr, read_metrics, resolve_device, retrain, set_multiplier
+from spectra.train.tasks import TensorLoader
+
+SMALL = {"n_train": 256, "n_eval": 256, "width": 32, "depth": 2}
+
+
+def sgd_factory(model, *, lr, weight_decay, lrmap, total_steps, steps_per_epoch, **kw):
+    """One group per parameter (named), SGD-momentum, linear decay to 0: the shape of create_optimizer."""
+    groups = [{"params": [p], "param_names": [n], "lr": lr, "lr_multiplier": 1.0} for n, p in model.named_parameters()]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total_steps)
+
+
+def run(tmp_path=None, name="run", **kw):
+    options = dict(epochs=3, lr=0.2, device="cpu", task_args=SMALL)
+    options.update(kw)
+    return retrain("synthetic", sgd_factory, out=(tmp_path / name) if tmp_path else None, **options)
+
+
+def test_training_improves_and_history_shape():
+    result = run()
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert result.history[0]["train_loss"] is None
+    assert result.final_metric > result.history[0]["eval_metric"] + 0.25
+    assert result.status == "complete" and result.optimizer == "sgd_factory"
+    assert result.epochs_to(0.0) == 0 and result.epochs_to(1.01) is None
+    # the linear scheduler: lr after epoch e of 3 equals 0.05 * (1 - e/3)
+    assert result.history[1]["lr_max"] == pytest.approx(0.2 * 2 / 3)
+
+
+def test_same_seed_same_run_other_seed_differs():
+    a, b, c = run(seed=1), run(seed=1), run(seed=2)
+    assert [h["eval_metric"] for h in a.history] == [h["eval_metric"] for h in b.history]
+    assert [h["eval_metric"] for h in a.history] != [h["eval_metric"] for h in c.history]
+
+
+def test_run_directory_files(tmp_path):
+    from safetensors.torch import load_file
+
+    from spectra.train.loop import evaluate
+    from spectra.train import load_task
+
+    result = run(tmp_path)
+    run_dir = tmp_path / "run"
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["schema"] == "spectra.run/1" and meta["status"] == "complete"
+    assert meta["config"]["lr"] == 0.2 and meta["final_metric"] == pytest.approx(result.final_metric)
+    assert meta["last_checkpoint"] == "checkpoints/epoch-0003.safetensors"
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [0, 1, 2, 3]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"epoch-000{i}.safetensors" for i in (1, 2, 3)]
+    # oracle: the last checkpoint, loaded into a fresh model, reproduces the final eval metric
+    task = load_task("synthetic", **SMALL)
+    task.model.load_state_dict(load_file(str(run_dir / meta["last_checkpoint"])))
+    assert evaluate(task, task.model, torch.device("cpu"))[1] == pytest.approx(result.final_metric)
+
+
+def test_keep_checkpoints_prunes_old_ones(tmp_path):
+    run(tmp_path, keep_checkpoints=1)
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["epoch-0003.safetensors"]
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
+    full = run(tmp_path, name="full", epochs=4)
+    steps = {"n": 0}
+
+    def interrupt(n=1, label=None):
+        steps["n"] += n
+        if steps["n"] == 2 * 4 + 3:  # 4 steps per epoch: die inside epoch 3
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, name="cut", epochs=4, progress=interrupt)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "cut")] == [0, 1, 2]
+    resumed = run(tmp_path, name="cut", epochs=4, resume=True)
+    assert [h["eval_metric"] for h in resumed.history] == [h["eval_metric"] for h in full.history]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full/checkpoints/epoch-0004.safetensors"))
+    b = load_file(str(tmp_path / "cut/checkpoints/epoch-0004.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming a finished run changes nothing
+    again = run(tmp_path, name="cut", epochs=4, resume=True)
+    assert again.history == resumed.history
+
+
+def test_existing_run_needs_resume_and_same_settings(tmp_path):
+    run(tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match="--resume"):
+        run(tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match="lr: run has 0.2, now 0.1"):
+        run(tmp_path, epochs=1, lr=0.1, resume=True)
+
+
+def test_divergence_stops_the_run():
+    class NanLoss:
+        calls = 0
+
+        def __call__(self, outputs, targets):
+            NanLoss.calls += 1
+            loss = nn.functional.cross_entropy(outputs, targets)
+            return loss * math.nan if NanLoss.calls > 3 else loss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    task = Task("toy", nn.Linear(4, 2), TensorLoader((x, y), 8), TensorLoader((x, y), 64), loss_fn=NanLoss())
+    result = retrain(task, sgd_factory, epochs=5, lr=0.1, device="cpu")
+    assert result.status == "diverged" and len(result.history) == 2
+    assert result.history[-1]["train_loss"] is None
+
+
+def test_set_multiplier_rescales_every_stored_lr():
+    model = nn.Linear(2, 2)
+    opt, sched = sgd_factory(model, lr=0.1, weight_decay=0.0, lrmap=None, total_steps=10, steps_per_epoch=10)
+    set_multiplier(opt, sched, 0, 3.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.3)
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.3)
+    assert sched.base_lrs[0] == pytest.approx(0.3) and sched.base_lrs[1] == pytest.approx(0.1)
+    sched.step()  # the scheduler keeps composing: 0.3 * (1 - 1/10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.27)
+    set_multiplier(opt, sched, 0, 1.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.135) and opt.param_groups[0]["lr_multiplier"] == 1.5
+
+
+def test_refitter_ramps_linearly_and_stops_after_until(monkeypatch):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    opt = torch.optim.SGD([{"params": [p], "param_names": [n], "lr_multiplier": 1.0} for n, p in model.named_parameters()], lr=1.0)
+    refit = Refitter(model, opt, None, every=10, until_step=15, ramp_steps=4, method="unused")
+    targets = iter([[2.0, 2.0, 0.5, 0.5], [4.0, 4.0, 0.5, 0.5], [9.0] * 4])
+    monkeypatch.setattr(refit, "targets", lambda: next(targets))
+    seen = []
+    for step in range(25):
+        refit.step(step)
+        seen.append(opt.param_groups[0]["lr_multiplier"])
+    # refit at 0: 1 -> 2 over 4 steps; refit at 10: 2 -> 4; no refit at 20 (> until_step)
+    assert seen[:5] == pytest.approx([1.25, 1.5, 1.75, 2.0, 2.0])
+    assert seen[10:14] == pytest.approx([2.5, 3.0, 3.5, 4.0])
+    assert seen[20:] == pytest.approx([4.0] * 5) and refit.count == 2
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.5)
+
+
+def test_device_and_lr_defaults():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
+    assert default_lr("adamw") < 0.01 < default_lr("sgd")
+
+
+def test_bad_epochs():
+    with pytest.raises(ConfigError, match="epochs"):
+        run(epochs=0)
