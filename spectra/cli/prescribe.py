@@ -1,1 +1,131 @@
-"""Placeholder until the command lands."""
+"""``spectra prescribe``: a layerwise learning-rate (or weight-decay) map from spectral metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, command, progress_callback, stdout_console
+
+_BAR = 30
+
+
+@command("prescribe")
+def prescribe_cmd(
+    source: Annotated[Optional[str], typer.Argument(help="An analysis JSON (spectra analyze -o), or a checkpoint to analyze first. Not needed with --noise/--diff rules.")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="Rule name (see --list): llr, tempbalance, tb-sqrt, tb-log2, alphadecay, layer-decay, ulmfit, lines, noise, update-ratio.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the rules with one-line descriptions and exit.")] = False,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Per-layer metric the rule reads (alpha, alpha_weighted, stable_rank, ...; b_simple/snr for noise; rel_update for update-ratio).")] = None,
+    min_ratio: Annotated[Optional[float], typer.Option("--min-ratio", help="Low end of a linear map (llr 1, tempbalance 0.5, alphadecay 0.666).")] = None,
+    max_ratio: Annotated[Optional[float], typer.Option("--max-ratio", help="High end of a linear map (llr 5, tempbalance 1.5, alphadecay 3).")] = None,
+    normalize: Annotated[str, typer.Option("--normalize", help="none, mean or geomean: divide the multipliers by their mean over layers.")] = "none",
+    clip: Annotated[Optional[str], typer.Option("--clip", help="LO,HI bounds for the multipliers, e.g. 0.5,2.")] = None,
+    norms: Annotated[Optional[str], typer.Option("--norms", help="follow: biases and norms take their layer's multiplier; base: they stay at 1 (default: the rule's).")] = None,
+    noise: Annotated[Optional[Path], typer.Option("--noise", help="Gradient-noise file (spectra noise -o) for --method noise.")] = None,
+    diff: Annotated[Optional[Path], typer.Option("--diff", help="Checkpoint diff file (spectra diff -o) for --method update-ratio.")] = None,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="Rule option KEY=VALUE (repeatable), e.g. decay=0.65, exclude_first=false, eigs_thresh=0.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the map (spectra.lrmap/1 JSON); '-' writes it to stdout.")] = None,
+    fit: Annotated[Optional[str], typer.Option("--fit", help="Power-law fit when analysing a checkpoint (default: median for HT-SR rules, as the anchors).")] = None,
+    dtype: DtypeOpt = "float64",
+    device: DeviceOpt = "auto",
+    trust_pickle: TrustPickleOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn per-layer metrics into LR multipliers: lr_layer = base_lr * multiplier.
+
+    Example: spectra prescribe analysis.json --method tempbalance -o lrmap.json
+    """
+    from ..errors import ConfigError
+    from ..prescribe import get_rule, list_rules, prescribe
+
+    if list_:
+        render_rules(list_rules())
+        return
+    if method is None:
+        raise ConfigError("choose a rule with --method NAME (spectra prescribe --list shows them)")
+    options = parse_sets(set_ or [])
+    options.update({k: v for k, v in (("min_ratio", min_ratio), ("max_ratio", max_ratio)) if v is not None})
+    to_stdout = out is not None and str(out) == "-"
+    analyze_options = {"dtype": dtype, "device": device, "trust_pickle": trust_pickle}
+    if fit is not None:
+        analyze_options["fit"] = fit
+    with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
+        analyze_options["progress"] = on_progress
+        lrmap = prescribe(source, method, metric=metric, normalize=normalize, clip=clip, norms=norms,
+                          noise=noise, diff=diff, analyze_options=analyze_options, **options)
+    if to_stdout:
+        typer.echo(lrmap.to_json())
+        return
+    if out is not None:
+        lrmap.to_json(out)
+    if not quiet:
+        render_lrmap(lrmap, get_rule(method).description)
+        if out is not None:
+            typer.echo(f"wrote {out}", err=True)
+
+
+def parse_sets(items: List[str]) -> dict:
+    """``["decay=0.65", "exclude_first=false"]`` -> ``{"decay": 0.65, "exclude_first": False}``."""
+    from ..errors import ConfigError
+
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+        lowered = text.strip().lower()
+        word = {"true": "true", "false": "false", "none": "null", "null": "null"}.get(lowered, text.strip())
+        try:
+            value = json.loads(word)
+        except json.JSONDecodeError:
+            value = text.strip()
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def render_rules(rules) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("rule", "input", "description", "options"):
+        table.add_column(col, no_wrap=col in ("rule", "input"))
+    for info in rules:
+        opts = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.defaults.items())
+        table.add_row(info.name, info.inputs, info.description, opts)
+    stdout_console().print(table)
+
+
+def render_lrmap(lrmap, description: str) -> None:
+    """The per-layer table, then the multiplier against depth as bars."""
+    from rich.table import Table
+
+    console = stdout_console()
+    what = "weight-decay multiplier" if lrmap.target == "weight_decay" else "LR multiplier"
+    prescribed = sum(1 for e in lrmap.layers if not e.reason)
+    console.print(f"[bold]{lrmap.method}[/] ({description}) on {lrmap.source or '-'}: "
+                  f"{len(lrmap.layers)} layers, {len(lrmap.params)} parameters; {what} per layer")
+    metric = lrmap.options.get("metric", "value")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, justify in (("depth", "right"), ("layer", "left"), (metric, "right"), ("multiplier", "right"), ("note", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "note")
+    for e in lrmap.layers:
+        table.add_row(str(e.depth), e.name, _fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if not e.reason else "dim")
+    console.print(table)
+    console.print(f"{prescribed} layers prescribed, {len(lrmap.layers) - prescribed} with a fixed value or the default")
+    profile = lrmap.by_depth()
+    if not profile:
+        return
+    top = max(hi for _, _, _, hi, _ in profile) or 1.0
+    console.print(f"[bold]{what} by depth[/] (bar = mean, [dim]range min..max[/])")
+    for depth, mean, lo, hi, count in profile:
+        bar = "█" * max(1, round(_BAR * mean / top)) if mean > 0 else ""
+        spread = f" [dim]{lo:.3g}..{hi:.3g}[/]" if hi > lo else ""
+        console.print(f"{depth:>4} {bar:<{_BAR}} {mean:.3g}{spread}  [dim]({count})[/]")

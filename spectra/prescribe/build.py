@@ -146,10 +146,13 @@ def rows_from_diff(data: Mapping[str, Any], metric: str, *, origin: str = "diff 
 # --------------------------------------------------------------------- inputs
 
 
-def _load_side(value: Any, schema: str, what: str, hint: str) -> tuple[Mapping[str, Any] | None, str]:
+def _load_side(value: Any, schema: str, what: str) -> tuple[Mapping[str, Any] | None, str]:
     if value is None:
         return None, ""
+    if hasattr(value, "to_dict") and not isinstance(value, Mapping):  # a NoiseResult / diff result object
+        value = value.to_dict()
     if isinstance(value, Mapping):
+        check_schema(value, schema, what)
         return value, what
     data = read_json(value)
     check_schema(data, schema, str(value))
@@ -221,7 +224,9 @@ def prescribe(
         normalize: ``none``, ``mean`` or ``geomean`` over the prescribed layers.
         clip: ``(lo, hi)`` or ``"lo,hi"`` bounds for the multipliers (default: the rule's).
         norms: ``follow`` or ``base`` for attached biases and norms (default: the rule's).
-        noise, diff: a ``spectra.noise/1`` / ``spectra.diff/1`` path or dict.
+        noise, diff: a ``spectra.noise/1`` / ``spectra.diff/1`` path, dict or result object.
+        analyze_options: keyword options for :func:`spectra.analyze` when ``source`` is a
+            checkpoint; HT-SR rules default to ``fit="median"``, the anchors' estimator.
         **options: the rule's own options (``min_ratio``, ``max_ratio``, ``decay``, ...).
 
     Example:
@@ -245,9 +250,12 @@ def prescribe(
     bounds = parse_clip(clip) if clip is not None else info.clip
     rule_options = info.resolve(options)
 
-    analysis, described, side = _load_analysis(source, analyze_options or {})
-    for key, value, schema, hint in (("noise", noise, NOISE_SCHEMA, "spectra noise"), ("diff", diff, DIFF_SCHEMA, "spectra diff")):
-        data, origin = _load_side(value, schema, key, hint)
+    analyze_options = dict(analyze_options or {})
+    if info.inputs == "analysis":  # the HT-SR anchors fit alpha with xmin at the median eigenvalue
+        analyze_options.setdefault("fit", "median")
+    analysis, described, side = _load_analysis(source, analyze_options)
+    for key, value, schema in (("noise", noise, NOISE_SCHEMA), ("diff", diff, DIFF_SCHEMA)):
+        data, origin = _load_side(value, schema, key)
         if data is not None:
             side[key], side[f"{key}_origin"] = data, origin
     rows = _rows_for(info, metric, analysis, side)

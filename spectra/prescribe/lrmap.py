@@ -136,6 +136,18 @@ class LRMap:
                 return entry
         raise KeyError(name)
 
+    def by_depth(self) -> list[tuple[int, float, float, float, int]]:
+        """``(depth, mean, min, max, count)`` of the layer multipliers at each depth, shallow first.
+
+        >>> LRMap(method="d", params={}, layers=(LayerEntry("a", "a.weight", 0, "depth", 0.0, 0.5),
+        ...       LayerEntry("b", "b.weight", 1, "depth", 1.0, 1.0), LayerEntry("c", "c.weight", 1, "depth", 1.0, 2.0))).by_depth()
+        [(0, 0.5, 0.5, 0.5, 1), (1, 1.5, 1.0, 2.0, 2)]
+        """
+        groups: dict[int, list[float]] = {}
+        for entry in self.layers:
+            groups.setdefault(int(entry.depth), []).append(float(entry.multiplier))
+        return [(d, sum(v) / len(v), min(v), max(v), len(v)) for d, v in sorted(groups.items())]
+
     # ------------------------------------------------------------ serialise
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
