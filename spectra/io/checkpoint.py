@@ -210,17 +210,16 @@ def iter_tensors(source: Any, **kwargs) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _file_kind(path: Path) -> str:
-    """'safetensors' or 'torch', from the suffix, else from the first bytes."""
+    """'safetensors' or 'torch': ``.safetensors`` by suffix, anything else by its first bytes
+    (some repositories ship safetensors data under a ``.bin`` name)."""
     if path.suffix == ".safetensors":
         return "safetensors"
-    if path.suffix in TORCH_SUFFIXES:
-        return "torch"
     check_file(path)
     with open(path, "rb") as fh:
         head = fh.read(16)
     if looks_like_safetensors(head):
         return "safetensors"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if path.suffix in TORCH_SUFFIXES or head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
     raise CheckpointError(
         f"{path}: not a checkpoint (neither safetensors nor a torch file; "

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from spectra.errors import CheckpointError
-from spectra.layers import natural_key
 from spectra.io import Checkpoint, TensorInfo, iter_tensors, open_checkpoint
+from spectra.layers import natural_key
 
 
 class TiedLM(torch.nn.Module):
@@ -111,3 +111,11 @@ def test_bfloat16_and_float8_dtype_names_from_torch_file(tmp_path):
     torch.save({"a": torch.zeros(2, 2, dtype=torch.bfloat16), "b": torch.zeros(2, 2).to(torch.float8_e4m3fn)}, path)
     with open_checkpoint(path) as ckpt:
         assert [ckpt.info(k).dtype for k in ckpt.keys()] == ["bfloat16", "float8_e4m3fn"]
+
+
+def test_safetensors_data_under_a_bin_name(tmp_path, tiny_state_dict):
+    path = tmp_path / "pytorch_model.bin"
+    save_file(dict(tiny_state_dict), str(path))
+    with open_checkpoint(path) as ckpt:
+        assert ckpt.format == "safetensors"
+        assert torch.equal(ckpt.get("head.weight"), tiny_state_dict["head.weight"])

@@ -105,6 +105,16 @@ def test_full_module_pickle_needs_trust(tmp_path):
         assert torch.equal(ckpt.get("fc2.weight"), net.fc2.weight.detach())
 
 
+def test_legacy_full_pickle_refused_then_trusted(tmp_path):
+    net = TinyNet()
+    path = tmp_path / "legacy_model.pt"
+    torch.save(net, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match=r"legacy_model\.pt: is a full pickle.*TinyNet"):
+        open_checkpoint(path)
+    with open_checkpoint(path, trust_pickle=True) as ckpt:
+        assert torch.equal(ckpt.get("fc1.weight"), net.fc1.weight.detach())
+
+
 def test_text_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("these are not weights\n" * 20)
