@@ -1,0 +1,177 @@
+"""Assemble the one-file HTML report: load inputs, prepare sections, render the Jinja2 template.
+
+The page is self-contained (inline CSS, a small inline script, inline SVG charts, no network) and
+safe for untrusted checkpoints: the template autoescapes every value, the only ``|safe`` values are
+SVG this package draws itself plus the bundled CSS/JS, and the one JSON blob the script reads is
+dumped with ``<``, ``>``, ``&`` and line separators escaped (:func:`safe_json`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .._version import __version__
+from ..errors import ConfigError, FormatError, require
+from ..results import ANALYSIS_SCHEMA, Analysis, check_schema, read_json
+from . import build, sections
+
+__all__ = ["render_report", "write_report", "load_analysis", "load_json", "safe_json"]
+
+log = logging.getLogger(__name__)
+_HERE = Path(__file__).parent
+LRMAP_SCHEMA, NOISE_SCHEMA, DIFF_SCHEMA = "spectra.lrmap/1", "spectra.noise/1", "spectra.diff/1"
+
+
+def safe_json(data: Any) -> str:
+    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no ``<!--``).
+
+    >>> safe_json({"name": "</script><b>"})
+    '{"name": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
+    """
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+    for char, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                      ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, esc)
+    return text
+
+
+def load_analysis(source: Any, **analyze_options: Any) -> Analysis:
+    """An :class:`Analysis` from an Analysis, an analysis JSON file or a checkpoint (analysed now)."""
+    if isinstance(source, Analysis):
+        return source
+    path = Path(source) if isinstance(source, (str, Path)) else None
+    if path is not None and path.suffix.lower() == ".json" and path.is_file():
+        data = read_json(path)
+        if str(data.get("schema", "")).startswith("spectra.") and not str(data["schema"]).startswith("spectra.analysis/"):
+            raise FormatError(f"{path}: is a {data['schema']} file; give it with --lrmap, --noise or --diff "
+                              f"(inputs are checkpoints or {ANALYSIS_SCHEMA} files)")
+        return Analysis.from_json(path)
+    from ..analysis import analyze
+
+    return analyze(source, **analyze_options)
+
+
+def load_json(source: Any, schema: str) -> dict[str, Any] | None:
+    """A side input (LR map, noise, diff) as a dict: from a path, a mapping or an object with ``to_dict``."""
+    if source is None:
+        return None
+    if isinstance(source, (str, Path)):
+        data = read_json(source)
+        origin = str(source)
+    elif isinstance(source, Mapping):
+        data, origin = dict(source), schema.split("/")[0]
+    elif hasattr(source, "to_dict"):
+        data, origin = dict(source.to_dict()), type(source).__name__
+    elif hasattr(source, "to_json"):
+        data, origin = json.loads(source.to_json()), type(source).__name__
+    else:
+        raise ConfigError(f"cannot read a {schema} input from a {type(source).__name__}")
+    check_schema(data, schema, origin)
+    return data
+
+
+def _options(config: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        out.append(f"{key}={value}")
+    return out
+
+
+def render_report(
+    analyses: Analysis | Sequence[Analysis],
+    *,
+    lrmap: Any = None,
+    noise: Any = None,
+    diff: Any = None,
+    title: str | None = None,
+) -> str:
+    """The report as an HTML string. Several analyses (in checkpoint order) add a trajectory view;
+    the last one is the one the per-layer sections describe.
+
+    >>> from spectra.results import Analysis, LayerResult
+    >>> a = Analysis(layers=(LayerResult("fc", "fc.weight", "linear", (4, 3), 1, alpha=3.0),),
+    ...              summary={}, config={}, checkpoint="m.pt", created="now")
+    >>> "<html" in render_report(a)
+    True
+    """
+    jinja2 = require("jinja2", "report")
+    if isinstance(analyses, Analysis):
+        analyses = [analyses]
+    analyses = list(analyses)
+    if not analyses:
+        raise ConfigError("render_report needs at least one analysis")
+    lrmap, noise, diff = load_json(lrmap, LRMAP_SCHEMA), load_json(noise, NOISE_SCHEMA), load_json(diff, DIFF_SCHEMA)
+    main = analyses[-1]
+    metric = sections.metric_section(main)
+    traj = sections.trajectory_section(analyses)
+    lr_sec = sections.lrmap_section(lrmap) if lrmap else None
+    noise_sec = sections.noise_section(noise) if noise else None
+    diff_sec = sections.diff_section(diff) if diff else None
+    joins = {"lrmap": build.by_name(lrmap and lrmap.get("layers")), "noise": build.by_name(noise and noise.get("layers")),
+             "diff": build.by_name(diff and diff.get("layers")), "trajectory": traj["joins"] if traj else {}}
+    columns, rows = build.table(main, joins)
+    labels: dict[str, list[str]] = {}
+    for sec in (metric, traj, lr_sec, noise_sec, diff_sec):
+        if sec:
+            labels.update(sec["labels"])
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    ok = main.successful
+    context = {
+        "title": title or Path(main.checkpoint).name or "spectra report",
+        "main": main,
+        "analyses": analyses,
+        "version": __version__,
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "params": build.param_count(main),
+        "params_h": build.fmt(build.param_count(main)),
+        "n_layers": len(main.layers),
+        "n_ok": len(ok),
+        "options": _options(main.config),
+        "alerts": build.alerts(main, noise=noise, diff=diff),
+        "cards": build.cards(main, lrmap=lrmap, noise=noise, diff=diff),
+        "metric": metric,
+        "esd": sections.esd_section(main),
+        "traj": traj,
+        "lrmap": lr_sec,
+        "noise": noise_sec,
+        "diff": diff_sec,
+        "columns": columns,
+        "rows": rows,
+        "kinds": sorted({r.kind for r in main.layers}),
+        "data_json": safe_json({"labels": labels}),
+        "css": (_HERE / "static" / "report.css").read_text(encoding="utf-8"),
+        "js": (_HERE / "static" / "report.js").read_text(encoding="utf-8"),
+    }
+    return env.get_template("report.html.j2").render(**context)
+
+
+def write_report(
+    inputs: Any,
+    out: str | Path,
+    *,
+    lrmap: Any = None,
+    noise: Any = None,
+    diff: Any = None,
+    title: str | None = None,
+    **analyze_options: Any,
+) -> Path:
+    """Render the report for ``inputs`` (checkpoints, analysis JSON files or Analysis objects) to ``out``.
+
+    Checkpoints are analysed first with ``analyze_options``. Returns the written path.
+    """
+    items: Iterable[Any] = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    analyses = [load_analysis(item, **analyze_options) for item in items]
+    html = render_report(analyses, lrmap=lrmap, noise=noise, diff=diff, title=title)
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    log.info("wrote %s (%.0f kB)", out, len(html.encode()) / 1024)
+    return out

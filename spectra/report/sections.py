@@ -1,0 +1,215 @@
+"""Report sections with charts: alpha and metrics against depth, ESD small multiples, trajectory,
+LR map, gradient noise and update geometry.
+
+Each function returns a plain dict for the template: ``charts`` (title, caption, SVG), ``legend``
+(group -> colour) and ``labels`` ({scatter gid: [layer name per point]}), which the page script
+turns into hover titles. Layer names only ever reach the page through the autoescaped template or
+the escaped JSON blob (see :func:`spectra.report.render.safe_json`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..results import Analysis, LayerResult
+from .build import UPDATE_REF, depth_ticks, fmt, num, positions, role_colors, roles
+from .plots import OVER, UNDER, Series, depth_chart, trajectory_chart
+from .svg import esd_svg
+
+__all__ = ["metric_section", "esd_section", "trajectory_section", "lrmap_section", "noise_section",
+           "diff_section"]
+
+
+class _Groups:
+    """Colour groups and x positions for one set of layer records ``(name, depth, kind)``."""
+
+    def __init__(self, items: Sequence[tuple[str, int, str]]):
+        self.items = list(items)
+        self.group = roles([(n, k) for n, _, k in items])
+        self.colors = role_colors(self.group[n] for n, _, _ in items)
+        self.x = positions([(n, d) for n, d, _ in items])
+        self.ticks = depth_ticks(items)
+
+    def series(self, prefix: str, value: Callable[[str], float], *, ring: Callable[[str], str] | None = None,
+               interval: Callable[[str], tuple[float, float] | None] | None = None,
+               labels: dict[str, list[str]]) -> list[Series]:
+        out = []
+        for i, (grp, color) in enumerate(self.colors.items()):
+            names = [n for n, _, _ in self.items if self.group[n] == grp and not math.isnan(num(value(n)))]
+            if not names:
+                continue
+            gid = f"{prefix}-{i}"
+            labels[gid] = names
+            ci = [interval(n) if interval else None for n in names]
+            out.append(Series(
+                x=[self.x[n] for n in names], y=[num(value(n)) for n in names], color=color, gid=gid,
+                lo=[c[0] if c else math.nan for c in ci], hi=[c[1] if c else math.nan for c in ci],
+                ring=[ring(n) for n in names] if ring else None))
+        return out
+
+    @property
+    def legend(self) -> list[dict[str, str]]:
+        return [{"name": g, "color": c} for g, c in self.colors.items()]
+
+
+def _chart(key: str, title: str, svg: str, caption: str = "") -> dict[str, str]:
+    return {"key": key, "title": title, "svg": svg, "caption": caption}
+
+
+def _ring(rec: LayerResult) -> str:
+    return OVER if rec.warning == "over-trained" else UNDER if rec.warning == "under-trained" else ""
+
+
+def metric_section(analysis: Analysis) -> dict[str, Any]:
+    """Alpha against depth (with intervals, the 2-6 band, flagged layers ringed) and four more metrics."""
+    ok = analysis.successful
+    recs = {r.name: r for r in ok}
+    g = _Groups([(r.name, r.depth, r.kind) for r in ok])
+    labels: dict[str, list[str]] = {}
+    alphas = [num(r.alpha) for r in ok if not math.isnan(num(r.alpha))]
+    top = min(max([7.0] + alphas) * 1.05, 12.0)
+    bottom = min([1.5] + alphas) * 0.95 if alphas else 1.5
+    alpha_svg = depth_chart(
+        g.series("alpha", lambda n: recs[n].alpha, ring=lambda n: _ring(recs[n]),
+                 interval=lambda n: recs[n].alpha_ci, labels=labels),
+        ylabel="alpha", xticks=g.ticks, band=(2.0, 6.0), ylim=(max(0.0, bottom), top), height=4.0)
+    charts = [_chart("alpha", "alpha against depth", alpha_svg,
+                     "Shaded: the 2–6 band of well-trained layers. Dark outline: flagged as over-trained "
+                     "(α < 2) or under-trained (α > 6). Bars: bootstrap intervals where computed. "
+                     "Triangles: beyond the axis. Hover a point for its layer; click to find it in the table.")]
+    small = []
+    for key, label, logy in (("alpha_weighted", "alpha_weighted (α · log10 λmax)", False),
+                             ("log_norm", "log_norm (log10 ‖W‖²_F)", False),
+                             ("log_spectral_norm", "log_spectral_norm (log10 λmax)", False),
+                             ("stable_rank", "stable rank", True),
+                             ("mp_softrank", "MP soft rank", False)):
+        if all(math.isnan(num(getattr(r, key))) for r in ok):
+            continue
+        svg = depth_chart(g.series(key, lambda n, k=key: getattr(recs[n], k), labels=labels),
+                          ylabel=key, xticks=g.ticks, logy=logy, width=6.2, height=2.6)
+        small.append(_chart(key, label, svg))
+    return {"charts": charts, "small": small, "legend": g.legend, "labels": labels}
+
+
+def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
+    """One ESD thumbnail per layer with eigenvalues (log-log, power-law fit, xmin, MP bulk)."""
+    items = []
+    for i, r in enumerate(analysis.layers):
+        ev = analysis.evals.get(r.name)
+        if ev is None or len(items) >= limit:
+            continue
+        bulk = (r.bulk_min, r.bulk_max) if not math.isnan(num(r.bulk_max)) else None
+        svg = esd_svg(np.asarray(ev), alpha=num(r.alpha), xmin=num(r.xmin), xmax=num(r.xmax),
+                      num_pl_spikes=r.num_pl_spikes, bulk=bulk, uid=f"esd{i}", label="ESD")
+        details = [("alpha", fmt(r.alpha)), ("xmin", fmt(r.xmin)), ("D", fmt(r.D)),
+                   ("tail n", fmt(r.num_pl_spikes)), ("λmax", fmt(r.lambda_max)), ("N × M", f"{r.N} × {r.M}"),
+                   ("stable rank", fmt(r.stable_rank))]
+        if bulk:
+            details += [("MP σ", fmt(r.sigma_mp)), ("MP spikes", fmt(r.num_spikes)), ("bulk", f"{fmt(bulk[0])}–{fmt(bulk[1])}")]
+        items.append({"name": r.name, "svg": svg, "alpha": fmt(r.alpha), "warning": r.warning,
+                      "status": r.status, "details": details})
+    missing = sum(1 for r in analysis.layers if r.ok and r.name not in analysis.evals)
+    return {"items": items, "missing": missing, "truncated": len(analysis.evals) > limit}
+
+
+def trajectory_section(analyses: Sequence[Analysis]) -> dict[str, Any] | None:
+    """Alpha per layer across checkpoints (given in order), with the mean in bold."""
+    if len(analyses) < 2:
+        return None
+    last = analyses[-1]
+    names = [r.name for r in last.successful]
+    kinds = {r.name: r.kind for r in last.layers}
+    per = [{r.name: num(r.alpha) for r in a.layers if r.ok} for a in analyses]
+    values = [[p.get(n, math.nan) for p in per] for n in names]
+    groups = roles([(n, kinds.get(n, "")) for n in names])
+    colors = role_colors(groups[n] for n in names)
+    mean = [float(np.nanmean([v for v in p.values()])) if p else math.nan for p in per]
+    svg = trajectory_chart(values, [colors[groups[n]] for n in names], mean=mean)
+    delta = {n: {"delta": v[-1] - v[0]} for n, v in zip(names, values)}
+    labels = {f"traj-l{i}": [n] for i, n in enumerate(names)}
+    return {"chart": _chart("trajectory", "alpha across checkpoints", svg,
+                            "Thin lines: one layer each, coloured by group; bold: mean alpha."),
+            "checkpoints": [{"index": i + 1, "name": a.checkpoint, "created": a.created,
+                             "mean": fmt(m)} for i, (a, m) in enumerate(zip(analyses, mean))],
+            "legend": [{"name": k, "color": c} for k, c in colors.items()], "labels": labels, "joins": delta}
+
+
+def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tuple], labels: dict,
+                     width: float = 6.2, height: float = 2.6) -> tuple[list[dict], list[dict]]:
+    items = [(str(r.get("name")), int(num(r.get("depth"))) if not math.isnan(num(r.get("depth"))) else 0,
+              str(r.get("kind", ""))) for r in records]
+    recs = {str(r.get("name")): r for r in records}
+    g = _Groups(items)
+    charts = []
+    for key, title, ylabel, logy, hlines, caption in specs:
+        if all(math.isnan(num(r.get(key))) for r in records):
+            continue
+        positive = (lambda n, k=key: num(recs[n].get(k)) if num(recs[n].get(k)) > 0 else math.nan) if logy \
+            else (lambda n, k=key: recs[n].get(k))
+        svg = depth_chart(g.series(f"{prefix}-{key}", positive, labels=labels), ylabel=ylabel, xticks=g.ticks,
+                          logy=logy, hlines=hlines, width=width, height=height)
+        charts.append(_chart(key, title, svg, caption))
+    return charts, g.legend
+
+
+def lrmap_section(lrmap: Mapping) -> dict[str, Any]:
+    labels: dict[str, list[str]] = {}
+    charts, legend = _records_section(lrmap.get("layers") or [], "lr", [
+        ("multiplier", "LR multiplier against depth", "LR multiplier", False, [(1.0, "base LR")],
+         "Each layer's learning rate is base LR × multiplier.")], labels, width=12.5, height=3.2)
+    return {"charts": charts, "legend": legend, "labels": labels, "method": lrmap.get("method", ""),
+            "options": lrmap.get("options") or {}, "default": lrmap.get("default"),
+            "source": lrmap.get("source", "")}
+
+
+def noise_section(noise: Mapping) -> dict[str, Any]:
+    labels: dict[str, list[str]] = {}
+    charts, legend = _records_section(noise.get("layers") or [], "noise", [
+        ("b_simple", "B_simple against depth", "B_simple", True, [],
+         "Critical-batch estimate tr(Σ)/|G|² per layer (log scale)."),
+        ("snr", "gradient SNR against depth", "SNR", True, [], "|G|² / tr(Σ) per layer (log scale)."),
+        ("grad_fro", "gradient Frobenius norm", "‖G‖_F", True, [], ""),
+        ("grad_nuclear", "gradient nuclear norm", "‖G‖_*", True, [], ""),
+    ], labels)
+    summ = noise.get("summary") or {}
+    return {"charts": charts, "legend": legend, "labels": labels,
+            "facts": [("source", noise.get("source", "")), ("task", noise.get("task", "")),
+                      ("checkpoint", noise.get("checkpoint", "")), ("B_simple", fmt(summ.get("b_simple"))),
+                      ("SNR", fmt(summ.get("snr"))), ("|G|²", fmt(summ.get("grad_sq"))),
+                      ("tr Σ", fmt(summ.get("trace_sigma")))]}
+
+
+def diff_section(diff: Mapping) -> dict[str, Any]:
+    labels: dict[str, list[str]] = {}
+    layers = diff.get("layers") or []
+    charts, legend = _records_section(layers, "diff", [
+        ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [(UPDATE_REF, "1e-3")],
+         "Reference line: Karpathy's ~1e-3 update-to-weight ratio."),
+        ("subspace_overlap", "subspace overlap against depth", "overlap", False, [],
+         "Overlap of the top singular subspaces of A and B; compare with the random baseline in the table."),
+        ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
+        ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
+    ], labels)
+    summ = diff.get("summary") or {}
+    facts = [("A", diff.get("a", "")), ("B", diff.get("b", ""))] + [(str(k), fmt(v)) for k, v in summ.items()
+                                                                     if not isinstance(v, (dict, list))][:8]
+    return {"charts": charts, "legend": legend, "labels": labels, "facts": facts,
+            "activations": _generic_table(diff.get("activations"))}
+
+
+def _generic_table(data: Any) -> dict[str, Any] | None:
+    """A table of whatever scalar fields per-layer activation records carry (format is open)."""
+    if isinstance(data, Mapping):
+        data = data.get("layers", [data])
+    if not isinstance(data, list) or not data or not all(isinstance(r, Mapping) for r in data):
+        return None
+    keys: list[str] = []
+    for r in data:
+        for k, v in r.items():
+            if k not in keys and (v is None or isinstance(v, (str, int, float, bool))):
+                keys.append(str(k))
+    rows = [[fmt(r.get(k)) if not isinstance(r.get(k), str) else r.get(k) for k in keys] for r in data[:500]]
+    return {"columns": keys, "rows": rows}
