@@ -109,7 +109,7 @@ def render_lrmap(lrmap, description: str) -> None:
 
     console = stdout_console()
     what = "weight-decay multiplier" if lrmap.target == "weight_decay" else "LR multiplier"
-    prescribed = sum(1 for e in lrmap.layers if not e.reason)
+    prescribed = sum(1 for e in lrmap.layers if e.prescribed)
     console.print(f"[bold]{lrmap.method}[/] ({description}) on {lrmap.source or '-'}: "
                   f"{len(lrmap.layers)} layers, {len(lrmap.params)} parameters; {what} per layer")
     metric = lrmap.options.get("metric", "value")
@@ -117,9 +117,9 @@ def render_lrmap(lrmap, description: str) -> None:
     for col, justify in (("depth", "right"), ("layer", "left"), (metric, "right"), ("multiplier", "right"), ("note", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "note")
     for e in lrmap.layers:
-        table.add_row(str(e.depth), e.name, _fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if not e.reason else "dim")
+        table.add_row(str(e.depth), e.name, _fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if e.prescribed else "dim")
     console.print(table)
-    console.print(f"{prescribed} layers prescribed, {len(lrmap.layers) - prescribed} with a fixed value or the default")
+    console.print(f"{prescribed} layers prescribed, {len(lrmap.layers) - prescribed} left at the default ({lrmap.default:g})")
     profile = lrmap.by_depth()
     if not profile:
         return

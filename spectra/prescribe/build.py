@@ -319,8 +319,8 @@ def _entries(rows: Sequence[LayerRow], decisions: list[Decision], finished: list
                 covered.append(key)
                 collected.setdefault(key, []).append(mult if norms == "follow" else default)
         entries.append(LayerEntry(name=row.name, param=row.param, depth=row.depth, metric=metric, value=row.value,
-                                  multiplier=mult, reason=reason if (reason or not prescribed) else "",
-                                  params=tuple(dict.fromkeys(covered))))
+                                  multiplier=mult, reason=reason, params=tuple(dict.fromkeys(covered)),
+                                  prescribed=prescribed))
     # a tensor shared by several rows (mixture-of-experts stacks) gets the mean of their multipliers
     params = {k: (v[0] if len(v) == 1 else sum(v) / len(v)) for k, v in collected.items()}
     return entries, params

@@ -12,7 +12,8 @@ JSON layout::
      "target": "lr", "options": {...}, "source": "analysis.json", "default": 1.0,
      "params": {"layers.0.fc.weight": 0.5, "layers.0.fc.bias": 0.5, ...},
      "layers": [{"name": "layers.0.fc", "param": "layers.0.fc.weight", "params": [...],
-                 "depth": 1, "metric": "alpha", "value": 3.2, "multiplier": 0.5, "reason": ""}],
+                 "depth": 1, "metric": "alpha", "value": 3.2, "multiplier": 0.5, "reason": "",
+                 "prescribed": true}],
      "wd_params": {...}}            # only for weight-decay rules (AlphaDecay)
 
 ``target`` is ``"lr"`` or ``"weight_decay"``. For a weight-decay rule the per-layer ``multiplier``
@@ -49,8 +50,9 @@ class LayerEntry:
         metric: the metric the rule read (``alpha``, ``depth``, ``rel_update``, ...).
         value: that metric's value for this layer (NaN when missing).
         multiplier: the multiplier given to the layer (the default when the rule left it out).
-        reason: empty when the rule prescribed the layer, otherwise why it got the default
-            (or why it got a fixed value, such as LLR's embeddings at the maximum).
+        reason: empty when the rule mapped the layer's metric; otherwise why it got the default
+            or a fixed value (LLR's embeddings at the maximum), or that it was clipped.
+        prescribed: false when the layer was left at the map's default.
     """
 
     name: str
@@ -61,6 +63,7 @@ class LayerEntry:
     multiplier: float
     reason: str = ""
     params: tuple[str, ...] = ()
+    prescribed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class LayerEntry:
             "value": jsonable(self.value),
             "multiplier": jsonable(self.multiplier),
             "reason": self.reason,
+            "prescribed": self.prescribed,
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class LayerEntry:
             multiplier=_number(data.get("multiplier"), f"layer {data['name']!r} multiplier"),
             reason=str(data.get("reason", "")),
             params=tuple(str(p) for p in data.get("params") or ()),
+            prescribed=bool(data.get("prescribed", True)),
         )
 
 
