@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..prescribe.lrmap import LRMap
 
-__all__ = ["param_groups", "apply_lrmap", "check_lrmap", "Coverage", "layer_index"]
+__all__ = ["param_groups", "apply_lrmap", "check_lrmap", "align_keys", "Coverage", "layer_index"]
 
 _logger = logging.getLogger(__name__)
 _SHOW = 8  # names listed in a message before "... and N more"
@@ -123,14 +123,70 @@ def layer_index(names_shapes: Iterable[tuple[str, tuple[int, ...]]]) -> dict[str
     return index
 
 
+def align_keys(lrmap: "LRMap", names: Iterable[str]) -> "LRMap":
+    """``lrmap`` with its keys renamed to match ``names`` when they differ by one leading prefix.
+
+    A map made from a checkpoint saved under a wrapper (``module.`` from DDP, ``model.`` from
+    Lightning) or from the bare backbone of a task model (``bert.``) names the same tensors with
+    a prefix more or less. When adding or removing one prefix matches more keys than the keys as
+    they are, every key that matches after the change is renamed (and this is logged).
+
+    >>> from spectra.prescribe import LRMap
+    >>> align_keys(LRMap(method="m", params={"module.fc.weight": 2.0}), ["fc.weight"]).params
+    {'fc.weight': 2.0}
+    """
+    import dataclasses
+
+    names = set(names)
+    keys = lrmap.keys()
+    exact = len(keys & names)
+    if not keys or exact == len(keys):
+        return lrmap
+    candidates: set[tuple[str, str]] = set()
+    sample = sorted(keys - names)[:32]
+    for name in names:
+        for key in sample:
+            if name.endswith("." + key):
+                candidates.add(("add", name[: len(name) - len(key)]))
+            elif key.endswith("." + name):
+                candidates.add(("strip", key[: len(key) - len(name)]))
+
+    def rename(key: str, how: str, prefix: str) -> str:
+        if how == "add":
+            return prefix + key
+        return key[len(prefix):] if key.startswith(prefix) else key
+
+    best, best_count = None, exact
+    for how, prefix in sorted(candidates):
+        count = sum(1 for k in keys if rename(k, how, prefix) in names)
+        if count > best_count:
+            best, best_count = (how, prefix), count
+    if best is None:
+        return lrmap
+    _logger.info("LR map keys %s the prefix %r to match the model (%d of %d keys match)",
+                 "gain" if best[0] == "add" else "lose", best[1], best_count, len(keys))
+
+    def moved(table):
+        if table is None:
+            return None
+        out = {}
+        for k, v in table.items():
+            new = rename(k, *best)
+            out[new if new in names else k] = v
+        return out
+
+    return dataclasses.replace(lrmap, params=moved(lrmap.params), wd_params=moved(lrmap.wd_params))
+
+
 def check_lrmap(model: nn.Module, lrmap: "LRMap") -> Coverage:
     """Compare the keys of ``lrmap`` with the trainable parameters of ``model``.
 
     A key that names a tied alias (``lm_head.weight`` tied to ``embed.weight``) or a frozen
-    parameter counts as matched.
+    parameter counts as matched; keys are first aligned with :func:`align_keys`.
     """
     params, alias = _trainable(model)
     known = set(alias) | _frozen_names(model)
+    lrmap = align_keys(lrmap, known)
     keys = lrmap.keys()
     unmatched = tuple(sorted(k for k in keys if k not in known))
     covered = {alias[k] for k in keys if k in alias}
@@ -190,6 +246,7 @@ def param_groups(
     if not params:
         raise ConfigError("the model has no trainable parameters (all have requires_grad=False)")
     if lrmap is not None:
+        lrmap = align_keys(lrmap, set(alias) | _frozen_names(model))
         _report(check_lrmap(model, lrmap), strict)
     aliases: dict[str, list[str]] = {}
     for name, canonical in alias.items():
@@ -265,10 +322,14 @@ def apply_lrmap(optimizer: "Optimizer", lrmap: "LRMap", *, model: nn.Module | No
     if model is not None:
         for name, p in model.named_parameters():
             names_by_param.setdefault(id(p), name)
+    grouped = [_group_names(group, names_by_param) for group in optimizer.param_groups]
+    known_names = {n for names in grouped for n in names}
+    if model is not None:
+        known_names |= {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    lrmap = align_keys(lrmap, known_names)
     new_groups: list[dict[str, Any]] = []
     all_names: list[str] = []
-    for group in optimizer.param_groups:
-        names = _group_names(group, names_by_param)
+    for group, names in zip(optimizer.param_groups, grouped):
         all_names.extend(names)
         old_lr_mult = float(group.get("lr_multiplier", 1.0))
         old_wd_mult = float(group.get("wd_multiplier", 1.0))

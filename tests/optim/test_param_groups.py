@@ -222,3 +222,25 @@ def test_apply_lrmap_scales_weight_decay_and_initial_lr():
     assert table["0.weight"]["initial_lr"] == pytest.approx(0.2)
     assert table["0.bias"]["weight_decay"] == 0.0
     assert table["1.weight"]["weight_decay"] == pytest.approx(0.1)
+
+
+def test_keys_with_a_wrapper_prefix_are_aligned(caplog):
+    lrmap = LRMap(method="t", params={"module.layers.0.mlp.weight": 2.0, "module.embed.weight": 3.0})
+    with caplog.at_level(logging.INFO, logger="spectra.optim.param_groups"):
+        table = by_name(param_groups(TinyLM(), lrmap, base_lr=1.0))
+    assert table["layers.0.mlp.weight"]["lr"] == 2.0 and table["embed.weight"]["lr"] == 3.0
+    assert "prefix 'module.'" in caplog.text
+    assert check_lrmap(TinyLM(), lrmap).unmatched == ()
+    # the other way: the model is wrapped, the map is not
+    wrapped = nn.Sequential()
+    wrapped.add_module("model", TinyLM())
+    table = by_name(param_groups(wrapped, LRMap(method="t", params={"layers.1.attn.weight": 0.5}), base_lr=1.0))
+    assert table["model.layers.1.attn.weight"]["lr"] == 0.5
+
+
+def test_apply_lrmap_aligns_prefixes():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    opt = torch.optim.SGD(param_groups(model, base_lr=0.1), lr=0.1)
+    cov = apply_lrmap(opt, LRMap(method="t", params={"module.1.weight": 2.0}))
+    assert by_name(opt.param_groups)["1.weight"]["lr"] == pytest.approx(0.2)
+    assert cov.unmatched == ()
