@@ -66,8 +66,17 @@ def load_torch_file(path: Path, *, trust_pickle: bool = False) -> Any:
     blocking = unsafe_globals(path, is_zip)
     named = _GLOBAL_IN_MESSAGE.findall(str(error))
     if blocking is None and not named:
+        with open(path, "rb") as fh:
+            zip_magic = fh.read(4) == b"PK\x03\x04"  # a zip whose central directory is gone
+        is_zip = is_zip or zip_magic
         what = "a corrupt or truncated torch file" if is_zip else "not a torch checkpoint or safetensors file"
-        raise CheckpointError(f"{path}: {what} ({_reason(error)})") from None
+        if _is_text(path):
+            reason = "it looks like a text file"
+        elif not is_zip:
+            reason = "neither a zip archive nor a pickle"
+        else:
+            reason = _reason(error)
+        raise CheckpointError(f"{path}: {what} ({reason})") from None
     blocking = sorted(set(blocking or []) | set(named))
     if not blocking:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({_reason(error)})") from None
@@ -85,14 +94,26 @@ def load_torch_file(path: Path, *, trust_pickle: bool = False) -> Any:
         raise CheckpointError(f"{path}: full pickle load failed ({_reason(exc)})") from None
 
 
+def _is_text(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\n\r\t" for c in text)
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     match = re.search(r"WeightsUnpickler error:\s*(.+?)(\n\n|$)", text, re.S)
     if match:
         text = match.group(1)
     text = " ".join(text.split())
-    if not text:
-        text = type(exc).__name__
+    if isinstance(exc, (KeyError, IndexError, EOFError)) or not text:
+        text = f"{type(exc).__name__} {text}".strip()
+    if len(text) > 120:  # torch's messages run on; the first sentence names the problem
+        text = text.split(". ")[0]
     return text[:200]
 
 
