@@ -76,9 +76,10 @@ class Checkpoint:
         raw_aliases = dict(aliases or {})
         for shard in shards:
             raw_aliases.update(getattr(shard, "aliases", {}) or {})
-        n = len(self.stripped_prefix)
-        strip = (lambda k: k[n:] if k.startswith(self.stripped_prefix) else k) if n else (lambda k: k)
-        self.aliases: dict[str, str] = {strip(a): rename.get(k, strip(k)) for a, k in raw_aliases.items()}
+        def public(key: str) -> str:
+            return rename.get(key) or key.removeprefix(self.stripped_prefix)
+
+        self.aliases: dict[str, str] = {public(a): public(k) for a, k in raw_aliases.items()}
         if not self._entries:
             raise CheckpointError(f"{path}: holds no tensors")
         if self.stripped_prefix:
