@@ -224,7 +224,7 @@ def diff(
     max_tokens: int = 2048,
     activation_k: int = 8,
     method: str = "local",
-    progress: Callable[..., None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> DiffResult:
     """Compare checkpoints ``a`` and ``b`` (paths, state dicts or modules) layer by layer.
 
@@ -262,7 +262,7 @@ def diff(
         depths = assign_depths([s.name for s in mats], [s.kind for s in mats])
         owner = attach_vectors([s.key for s in specs], [s.name for s in mats],
                                [s.key for s in specs if s.kind == "vector"])
-        for spec in specs:
+        for done, spec in enumerate(specs):
             depth = depths.get(spec.name, depths.get(owner.get(spec.key) or "", 0))
             base = dict(name=spec.name, param=spec.key, depth=depth, kind=spec.kind, shape=spec.shape)
             if spec.kind == "skipped":
@@ -280,7 +280,7 @@ def diff(
                 layers.extend(_matrix_records(spec, depth, ca.get(spec.key), cb.get(spec.key), topk=topk,
                                               alpha=alpha, device=dev))
             if progress is not None:
-                progress(1, spec.name)
+                progress(done + 1, len(specs), spec.name)
     activations = None
     if activations_task is not None:
         activations = activation_diff(activations_task, a, b, device=str(dev), trust_pickle=trust_pickle,

@@ -296,7 +296,7 @@ def measure_noise(
     device: str = "auto",
     seed: int = 0,
     trust_pickle: bool = False,
-    progress: Callable[..., None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> NoiseResult:
     """Measure per-layer and global gradient noise of ``task`` (a Task or a task spec string).
 
@@ -352,7 +352,7 @@ def measure_noise(
         examples += b_big
         b_sizes.add((b_small, b_big))
         if progress is not None:
-            progress(1, f"batch {state.rounds}")
+            progress(state.rounds, batches, f"batch {state.rounds}")
     if state.rounds == 0:
         raise ConfigError("no batch could be split into two or more micro-batches: lower --micro-batch "
                           "or use --per-example")

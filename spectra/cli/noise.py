@@ -1,1 +1,112 @@
-"""Placeholder until the command lands."""
+"""``spectra noise``: per-layer gradient noise scale, measured on a task or read off optimizer state."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ._app import DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, command, progress_callback, stdout_console
+
+
+def parse_task_args(items: Optional[List[str]]) -> dict:
+    """``["k=v", ...]`` -> kwargs; values become int, float or bool when they read as one."""
+    from ..errors import ConfigError
+
+    out: dict = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--task-arg {item!r}: expected key=value")
+        low = raw.lower()
+        if low in ("true", "false"):
+            value: object = low == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    continue
+            else:
+                value = raw
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def fmt(value, spec: str = ".3g") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+@command("noise")
+def noise_cmd(
+    task: Annotated[Optional[str], typer.Option("--task", help="Built-in task name or package.module:function returning a spectra.train.Task.")] = None,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="key=value passed to the task factory (repeatable).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Weights to load into the task's model (default: as the task builds it).")] = None,
+    batches: Annotated[int, typer.Option("--batches", help="Train batches to measure; each is one round of the two-batch estimator.")] = 8,
+    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", help="Small batch size b (default: batch size // 4); each batch gives batch//b micro-batch gradients.")] = None,
+    per_example: Annotated[bool, typer.Option("--per-example", help="Per-example gradients via torch.func (b = 1, lowest variance).")] = False,
+    from_optimizer: Annotated[bool, typer.Option("--from-optimizer", help="No data: a heuristic proxy from Adam moments stored in --checkpoint.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="With --from-optimizer: the training batch size, to report tr(Sigma) per example.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write spectra.noise/1 JSON; '-' writes it to stdout.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    trust_pickle: TrustPickleOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gradient noise per layer: |G|^2, tr(Sigma), B_simple = tr(Sigma)/|G|^2, SNR and gradient norms."""
+    from ..errors import ConfigError
+    from ..noise import measure_noise, optimizer_noise
+    from ..train.task import load_task
+
+    to_stdout = out is not None and str(out) == "-"
+    if out is not None and not to_stdout and not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
+    built = load_task(task, **parse_task_args(task_arg)) if task else None
+    if from_optimizer:
+        if checkpoint is None:
+            raise ConfigError("--from-optimizer reads optimizer state from --checkpoint; give one")
+        result = optimizer_noise(checkpoint, task=built, batch_size=batch_size, trust_pickle=trust_pickle)
+    else:
+        if built is None:
+            raise ConfigError("give --task (to measure gradients) or --from-optimizer --checkpoint CKPT")
+        with progress_callback("noise", quiet=quiet or to_stdout) as on_progress:
+            result = measure_noise(built, checkpoint, batches=batches, micro_batch=micro_batch,
+                                   per_example=per_example, device=device, seed=seed, trust_pickle=trust_pickle,
+                                   progress=on_progress)
+    if to_stdout:
+        typer.echo(result.to_json())
+        return
+    if out is not None:
+        result.to_json(out)
+    if not quiet:
+        render_noise(result)
+        if out is not None:
+            typer.echo(f"wrote {out}", err=True)
+
+
+def render_noise(result) -> None:
+    """Global line and the per-layer table on stdout."""
+    from rich.table import Table
+
+    console = stdout_console()
+    s, c = result.summary, result.config
+    how = ("optimizer-state proxy (heuristic)" if result.source == "optimizer-proxy"
+           else f"b={fmt(c.get('b_small'))}, B={fmt(c.get('b_big'))}, {fmt(s.get('rounds'))} rounds")
+    console.print(f"[bold]{result.task or result.checkpoint}[/]  {how}")
+    line = (f"global B_simple {fmt(s['b_simple'])}   |G|^2 {fmt(s['grad_sq'])}   tr(Sigma) {fmt(s['trace_sigma'])}"
+            f"   SNR {fmt(s['snr'])}")
+    console.print(line if s.get("status") == "success" else f"{line}   [yellow]{s.get('reason', '')}[/]")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("depth", "layer", "|G|^2", "tr(Sigma)", "B_simple", "SNR", "||G||_F", "||G||_2", "||G||_*", "note"):
+        table.add_column(col, justify="left" if col in ("layer", "note") else "right", no_wrap=col != "note")
+    for r in result.layers:
+        note = "" if r.status == "success" else f"{r.status}: {r.reason}"
+        table.add_row(str(r.depth), r.name, fmt(r.grad_sq), fmt(r.trace_sigma), fmt(r.b_simple), fmt(r.snr),
+                      fmt(r.grad_fro), fmt(r.grad_spectral), fmt(r.grad_nuclear), note,
+                      style="" if r.status == "success" else "dim")
+    console.print(table)
