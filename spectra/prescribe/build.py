@@ -260,7 +260,7 @@ def prescribe(
             side[key], side[f"{key}_origin"] = data, origin
     rows = _rows_for(info, metric, analysis, side)
     decisions = run_rule(info, rows, rule_options, metric)
-    multipliers = _finish(decisions, normalize, bounds)
+    multipliers = _finish(rows, decisions, normalize, bounds)
 
     entries, params = _entries(rows, decisions, multipliers, norms, metric)
     sources = [s for s in (described, side.get("noise_origin"), side.get("diff_origin")) if s]
@@ -276,7 +276,8 @@ def prescribe(
     return lrmap
 
 
-def _finish(decisions: list[Decision], normalize: str, bounds: tuple[float, float] | None) -> list[tuple[float, str]]:
+def _finish(rows: Sequence[LayerRow], decisions: list[Decision], normalize: str,
+            bounds: tuple[float, float] | None) -> list[tuple[float, str]]:
     """Normalise and clip the prescribed multipliers; ``(multiplier or NaN, reason)`` per row."""
     values = [d.multiplier for d in decisions if d.prescribed]
     scale = 1.0
@@ -290,9 +291,10 @@ def _finish(decisions: list[Decision], normalize: str, bounds: tuple[float, floa
             raise ConfigError("cannot normalise by the geometric mean: some multipliers are 0; use --normalize mean")
         scale = math.exp(-sum(math.log(v) for v in values) / len(values))
     out = []
-    for d in decisions:
+    for row, d in zip(rows, decisions):
         if not d.prescribed:
-            out.append((math.nan, d.reason or "not prescribed"))
+            why = d.reason or (f"{row.status}: {row.reason}" if row.reason else "not prescribed by the rule")
+            out.append((math.nan, why))
             continue
         m = d.multiplier * scale
         reason = d.reason

@@ -85,7 +85,7 @@ def _select(
 
 
 def _assemble(n: int, kept: list[int], values: list[float], reasons: dict[int, str]) -> list[Decision]:
-    out = [leave(reasons.get(i, "not prescribed")) for i in range(n)]
+    out = [leave(reasons.get(i, "")) for i in range(n)]
     for i, m in zip(kept, values):
         out[i] = Decision(m)
     return out

@@ -155,3 +155,11 @@ def test_bad_ratios_are_config_errors(analysis):
         prescribe(analysis, "tempbalance", min_ratio=2.0, max_ratio=1.0)
     with pytest.raises(ConfigError, match="min_ratio"):
         tempbalance([], min_ratio=-1.0)
+
+
+def test_skipped_embedding_keeps_the_analysis_reason(make_analysis):
+    analysis = make_analysis(**{"embed": {"status": "skipped", "reason": "non-floating dtype int64"}})
+    lrmap = prescribe(analysis, "llr")
+    assert lrmap.layer("embed").multiplier == 1.0 and not lrmap.layer("embed").prescribed
+    assert "non-floating dtype int64" in lrmap.layer("embed").reason
+    assert "embed.weight" not in lrmap.params
