@@ -7,10 +7,15 @@ layerwise learning-rate maps and retrains with the DALS optimizer.
 
 from ._version import __version__
 from .errors import CheckpointError, ConfigError, FitError, FormatError, SpectraError, TaskError
+from .analysis import AnalyzeConfig, analyze
+from .io import open_checkpoint
 from .results import Analysis, LayerResult
 
 __all__ = [
     "__version__",
+    "analyze",
+    "AnalyzeConfig",
+    "open_checkpoint",
     "Analysis",
     "LayerResult",
     "SpectraError",

@@ -217,7 +217,7 @@ def compare_distributions(ev: np.ndarray, xmin: float) -> dict[str, dict[str, fl
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        fit = powerlaw.Fit(ev[ev > 0], xmin=xmin, verbose=False, parameter_range={"alpha": [1.0, 100.0]})
+        fit = powerlaw.Fit(ev[ev > 0], xmin=xmin, verbose=False, parameter_ranges={"alpha": [1.0, 100.0]})
         out = {}
         for dist in ("lognormal", "exponential"):
             try:

@@ -75,7 +75,7 @@ def _tail_fit(x: np.ndarray, i: int) -> tuple[float, float]:
     n = tail.size
     logs = np.log(tail / tail[0])
     s = logs.sum()
-    if n < 2 or s <= 0:
+    if n < 2 or s <= 0 or tail[-1] == tail[0]:
         return _NAN, _NAN
     alpha = 1.0 + n / s
     cdf = 1.0 - np.exp((1.0 - alpha) * logs)
@@ -94,7 +94,8 @@ def _ww_alphas(x: np.ndarray, logx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     suffix = np.cumsum(logx[::-1])[::-1][: n - 1]
     denom = suffix - counts * logx[: n - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        alphas = np.where(denom > 0, 1.0 + counts / denom, np.nan)
+        # a tail whose values are all equal has no exponent (rounding could make denom ~1e-15 > 0)
+        alphas = np.where((denom > 0) & (x[: n - 1] < x[-1]), 1.0 + counts / denom, np.nan)
     return alphas, counts
 
 
@@ -102,7 +103,7 @@ def _ks_exact(logx: np.ndarray, idx: np.ndarray, alphas: np.ndarray, counts: np.
     """Exact KS distance for the candidates ``idx`` (one vectorised block)."""
     lo = int(idx.min())
     cols = np.arange(lo, logx.size)
-    diff = logx[None, lo:] - logx[idx, None]  # ln(x_j / x_i)
+    diff = np.maximum(logx[None, lo:] - logx[idx, None], 0.0)  # ln(x_j / x_i); j < i is masked below
     k = cols[None, :] - idx[:, None]  # rank inside the tail
     gap = np.abs(1.0 - np.exp((1.0 - alphas[idx, None]) * diff) - k / counts[idx, None])
     gap[k < 0] = 0.0  # j < i lies outside candidate i's tail
