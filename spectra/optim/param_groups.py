@@ -196,10 +196,14 @@ def check_lrmap(model: nn.Module, lrmap: "LRMap") -> Coverage:
 
 def _lookup(lrmap: "LRMap", canonical: str, aliases: list[str]) -> tuple[float, float]:
     """LR and WD multipliers of a parameter, found under its first name or any tied alias."""
-    for name in [canonical] + [a for a in aliases if a != canonical]:
-        if lrmap.covers(name):
-            return lrmap.multiplier(name), lrmap.wd_multiplier(name)
-    return float(lrmap.default), 1.0
+    found = [(lrmap.multiplier(n), lrmap.wd_multiplier(n)) for n in [canonical] + [a for a in aliases if a != canonical]
+             if lrmap.covers(n)]
+    if not found:
+        return float(lrmap.default), 1.0
+    if len(set(found)) > 1:
+        _logger.warning("tied parameter %s (also %s) has different multipliers in the map; using %s's",
+                        canonical, ", ".join(a for a in aliases if a != canonical), canonical)
+    return found[0]
 
 
 def param_groups(

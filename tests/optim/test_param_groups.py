@@ -244,3 +244,11 @@ def test_apply_lrmap_aligns_prefixes():
     cov = apply_lrmap(opt, LRMap(method="t", params={"module.1.weight": 2.0}))
     assert by_name(opt.param_groups)["1.weight"]["lr"] == pytest.approx(0.2)
     assert cov.unmatched == ()
+
+
+def test_tied_weight_with_two_multipliers_uses_first_name_and_warns(caplog):
+    lrmap = LRMap(method="t", params={"embed.weight": 2.0, "lm_head.weight": 5.0})
+    with caplog.at_level(logging.WARNING, logger="spectra.optim.param_groups"):
+        table = by_name(param_groups(TinyLM(), lrmap, base_lr=1.0))
+    assert table["embed.weight"]["lr"] == 2.0
+    assert "tied parameter embed.weight" in caplog.text
