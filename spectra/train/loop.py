@@ -14,7 +14,7 @@ and the RNG state is restored, so a resumed run repeats the uninterrupted one.
 Refits (LLR, He et al. 2026, arXiv 2605.22297; research notes section 1 and 10): every
 ``refit_every`` optimizer steps, while ``step <= refit_until * total_steps`` (default the first 20%
 of training), the live model is analysed (:func:`spectra.analyze`), an LR map is prescribed
-(:func:`spectra.prescribe.prescribe`, normalised to mean 1 by default) and each param group's
+(:func:`spectra.prescribe.prescribe` with ``normalize="mean"`` by default) and each param group's
 multiplier ramps linearly from its current value m0 to the new target m1 over ``ramp_steps`` steps:
 ``m(t) = m0 + (m1 - m0) * min(1, (t - t_refit) / ramp_steps)``. A multiplier change by a factor r
 scales the group's ``lr``, ``initial_lr`` and the scheduler's ``base_lrs`` entry by r, so any
@@ -45,7 +45,7 @@ __all__ = ["retrain", "RunResult", "RUN_SCHEMA", "default_lr", "resolve_device",
 log = logging.getLogger(__name__)
 
 RUN_SCHEMA = "spectra.run/1"
-#: Fallback base LRs per optimizer family when the optimizer registry states none:
+#: Fallback base LRs for factories the optimizer registry does not know (a callable ``optimizer``):
 #: SGD-like rules take ~0.05, Adam-like rules ~1e-3 (the usual defaults of each family).
 _FALLBACK_LR = {"sgd": 0.05, "adam": 1e-3}
 _ADAM_LIKE = ("adam", "radam", "lamb", "nadam", "adamw", "lookahead", "adafactor")
@@ -96,17 +96,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def default_lr(optimizer: str) -> float:
-    """The registry's default LR for ``optimizer`` when it declares one, else the family fallback."""
-    try:
-        from ..optim import factory
+    """The registry's ``default_lr`` for ``optimizer``; for names it does not know, the family fallback."""
+    from ..optim import get_optimizer_info
 
-        info = factory.OPTIMIZERS.get(optimizer) if hasattr(factory, "OPTIMIZERS") else None
-        value = getattr(info, "default_lr", None) if info is not None else None
-        if value:
-            return float(value)
-    except ImportError:
-        pass
-    return _FALLBACK_LR["adam" if any(optimizer.startswith(a) for a in _ADAM_LIKE) else "sgd"]
+    try:
+        return float(get_optimizer_info(optimizer).default_lr)
+    except ConfigError:
+        return _FALLBACK_LR["adam" if any(optimizer.startswith(a) for a in _ADAM_LIKE) else "sgd"]
 
 
 def _optimizer_factory(optimizer: str | OptimizerFactory) -> tuple[str, OptimizerFactory]:
@@ -187,21 +183,12 @@ class Refitter:
 
     def targets(self) -> list[float]:
         """One multiplier per param group from a fresh analysis of the live model."""
-        from ..analysis import analyze
         from ..prescribe import prescribe
 
-        analysis = analyze(self.model)
-        lrmap = prescribe(analysis, self.method, **self.options)
-        params = dict(lrmap.params)
-        default = float(getattr(lrmap, "default", 1.0) or 1.0)
-        if self.normalize and params:
-            mean = sum(params.values()) / len(params)
-            if mean > 0:
-                params = {k: v / mean for k, v in params.items()}
-                default /= mean
+        lrmap = prescribe(self.model, self.method, normalize="mean" if self.normalize else "none", **self.options)
         out = []
         for names in self.names:
-            values = [float(params.get(n, default)) for n in names] or [default]
+            values = [lrmap.multiplier(n) for n in names] or [float(lrmap.default)]
             if max(values) - min(values) > 1e-12:
                 log.warning("a param group mixes layers with different multipliers (%s...); using their mean", names[0])
             out.append(sum(values) / len(values))
@@ -308,7 +295,8 @@ def retrain(
             ``step <= refit_until * total_steps``, ramping over ``ramp_steps`` (default
             ``min(refit_every, 50)``) steps, with the ``refit_method`` rule.
         keep_checkpoints: keep only the newest N epoch checkpoints (0 keeps all).
-        progress: called as ``progress(1, label)`` after every optimizer step.
+        progress: called as ``progress(done_steps, total_steps, label)`` after every optimizer step
+            (the library-wide progress callback shape).
 
     Example:
         >>> result = retrain("synthetic", "sgd", epochs=2, lr=0.05)  # doctest: +SKIP
@@ -397,7 +385,7 @@ def retrain(
             loss_sum += float(loss.detach())
             seen += 1
             if progress is not None:
-                progress(1, f"epoch {epoch} loss {loss_sum / seen:.3f}")
+                progress(step, total_steps, f"epoch {epoch} loss {loss_sum / seen:.3f}")
         eval_loss, metric = evaluate(task, model, dev)
         wall += time.perf_counter() - t0
         history.append(_record(epoch, step, loss_sum / max(seen, 1), eval_loss, metric, opt, wall, refitter))

@@ -76,9 +76,10 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     full = run(tmp_path, name="full", epochs=4)
     steps = {"n": 0}
 
-    def interrupt(n=1, label=None):
-        steps["n"] += n
-        if steps["n"] == 2 * 4 + 3:  # 4 steps per epoch: die inside epoch 3
+    def interrupt(done, total, label=""):
+        steps["n"] = done
+        assert total == 16
+        if done == 2 * 4 + 3:  # 4 steps per epoch: die inside epoch 3
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -165,3 +166,21 @@ def test_device_and_lr_defaults():
 def test_bad_epochs():
     with pytest.raises(ConfigError, match="epochs"):
         run(epochs=0)
+
+
+def test_refit_every_prescribes_from_the_live_model(tmp_path):
+    from spectra.optim import create_optimizer
+
+    def factory(model, **kw):
+        return create_optimizer("sgd", model, **kw)
+
+    result = run(tmp_path, epochs=2, refit_every=2, refit_until=0.5, ramp_steps=1, task_args={**SMALL, "width": 64})
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["config"]["refit"]["every"] == 2 and meta["config"]["refit"]["method"] == "llr"
+    # 8 steps in all, refits at steps 0, 2 and 4 (<= 0.5 * 8)
+    assert result.history[-1]["refits"] == 3
+    # with the registry's per-layer groups the multipliers become non-uniform (mean-normalised LLR)
+    torch.manual_seed(0)
+    res = retrain("synthetic", factory, epochs=1, lr=0.05, device="cpu", refit_every=1, refit_until=0.0,
+                  ramp_steps=1, task_args={**SMALL, "width": 64})
+    assert res.history[-1]["lr_max"] > 0.05 >= res.history[-1]["lr_min"]
