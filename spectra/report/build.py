@@ -15,12 +15,12 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..layers import block_key
+from ..layers import block_key, natural_key
 from ..results import Analysis, LayerResult
 from .plots import PALETTE
 
 __all__ = ["Alert", "Column", "fmt", "num", "roles", "role_colors", "positions", "depth_ticks",
-           "alerts", "cards", "table", "param_count", "by_name"]
+           "alerts", "cards", "table", "param_count", "by_name", "ordered"]
 
 #: Reference size of one update relative to the weights (Karpathy, makemore part 3).
 UPDATE_REF = 1e-3
@@ -350,7 +350,7 @@ def table(analysis: Analysis, joins: Mapping[str, Mapping[str, Mapping]]) -> tup
             cols += OPTIONAL_COLUMNS[source]
     cols += TAIL_COLUMNS
     rows = []
-    for r in analysis.layers:
+    for r in ordered(analysis.layers):
         extra = {src: recs.get(r.name) for src, recs in joins.items()}
         cells = []
         for c in cols:
@@ -362,4 +362,13 @@ def table(analysis: Analysis, joins: Mapping[str, Mapping[str, Mapping]]) -> tup
                 cells.append({"text": "" if value is None else str(value), "sort": "" if value is None else str(value),
                               "num": False})
         rows.append({"name": r.name, "kind": r.kind, "status": r.status, "warning": r.warning, "cells": cells})
+    keep = [i for i, c in enumerate(cols) if c.key in ("name", "status") or any(row["cells"][i]["sort"] for row in rows)]
+    cols = [cols[i] for i in keep]
+    for row in rows:
+        row["cells"] = [row["cells"][i] for i in keep]
     return cols, rows
+
+
+def ordered(layers: Iterable[LayerResult]) -> list[LayerResult]:
+    """Layers by depth, then in natural name order (``layers.2`` before ``layers.10``)."""
+    return sorted(layers, key=lambda r: (r.depth, natural_key(r.name)))

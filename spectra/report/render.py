@@ -77,7 +77,9 @@ def load_json(source: Any, schema: str) -> dict[str, Any] | None:
 def _options(config: Mapping[str, Any]) -> list[str]:
     out = []
     for key, value in config.items():
-        if isinstance(value, (dict, list)):
+        if value is None or value == "" or (isinstance(value, (list, tuple, dict)) and not value):
+            continue
+        if isinstance(value, (dict, list, tuple)):
             value = json.dumps(value, default=str)
         out.append(f"{key}={value}")
     return out

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..results import Analysis, LayerResult
-from .build import UPDATE_REF, depth_ticks, fmt, num, positions, role_colors, roles
+from .build import UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role_colors, roles
 from .plots import OVER, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
@@ -65,7 +65,7 @@ def _ring(rec: LayerResult) -> str:
 
 def metric_section(analysis: Analysis) -> dict[str, Any]:
     """Alpha against depth (with intervals, the 2-6 band, flagged layers ringed) and four more metrics."""
-    ok = analysis.successful
+    ok = ordered(analysis.successful)
     recs = {r.name: r for r in ok}
     g = _Groups([(r.name, r.depth, r.kind) for r in ok])
     labels: dict[str, list[str]] = {}
@@ -97,7 +97,7 @@ def metric_section(analysis: Analysis) -> dict[str, Any]:
 def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
     """One ESD thumbnail per layer with eigenvalues (log-log, power-law fit, xmin, MP bulk)."""
     items = []
-    for i, r in enumerate(analysis.layers):
+    for i, r in enumerate(ordered(analysis.layers)):
         ev = analysis.evals.get(r.name)
         if ev is None or len(items) >= limit:
             continue
@@ -120,7 +120,7 @@ def trajectory_section(analyses: Sequence[Analysis]) -> dict[str, Any] | None:
     if len(analyses) < 2:
         return None
     last = analyses[-1]
-    names = [r.name for r in last.successful]
+    names = [r.name for r in ordered(last.successful)]
     kinds = {r.name: r.kind for r in last.layers}
     per = [{r.name: num(r.alpha) for r in a.layers if r.ok} for a in analyses]
     values = [[p.get(n, math.nan) for p in per] for n in names]

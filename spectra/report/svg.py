@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["esd_svg", "EsdStyle"]
+__all__ = ["esd_svg", "esd_geometry", "EsdStyle"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,39 @@ def _num(x: float) -> str:
     return f"{x:.1f}"
 
 
+def esd_geometry(
+    pos: np.ndarray,
+    n_all: int,
+    *,
+    alpha: float = math.nan,
+    xmin: float = math.nan,
+    xmax: float = math.nan,
+    num_pl_spikes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
+    """Data coordinates of the plot: log10 bin edges, log10 density per bin (NaN when empty) and
+    the two end points (log10 lambda, log10 p) of the fitted power law (empty without a fit).
+
+    ``pos`` are the positive eigenvalues, ``n_all`` the count of all eigenvalues (the density
+    normalisation), so the histogram integrates to the fraction of positive eigenvalues.
+    """
+    lx = np.log10(pos)
+    nbins = int(min(60, max(12, 2 * math.sqrt(pos.size))))
+    edges = np.linspace(lx.min(), lx.max() + 1e-12, nbins + 1)
+    counts, _ = np.histogram(lx, bins=edges)
+    widths = np.diff(10.0**edges)
+    dens = counts / (max(n_all, 1) * widths)
+    ly = np.full(nbins, np.nan)
+    ly[dens > 0] = np.log10(dens[dens > 0])
+    fit_pts: list[tuple[float, float]] = []
+    if math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0 and alpha > 1:
+        top = xmax if math.isfinite(xmax) and xmax > xmin else float(pos.max())
+        n_tail = num_pl_spikes if num_pl_spikes else int((pos >= xmin).sum())
+        c = (n_tail / max(n_all, 1)) * (alpha - 1.0) / xmin
+        for lam in (xmin, top):
+            fit_pts.append((math.log10(lam), math.log10(c) - alpha * (math.log10(lam) - math.log10(xmin))))
+    return edges, ly, fit_pts
+
+
 def esd_svg(
     evals: np.ndarray,
     *,
@@ -108,24 +141,10 @@ def esd_svg(
         return (head + frame + f'<text x="{s.left + pw / 2}" y="{s.top + ph / 2}" text-anchor="middle" '
                 f'font-size="10" fill="#777">no spectrum</text></svg>')
 
-    lx = np.log10(pos)
-    nbins = int(min(60, max(12, 2 * math.sqrt(pos.size))))
-    edges = np.linspace(lx.min(), lx.max() + 1e-12, nbins + 1)
-    counts, _ = np.histogram(lx, bins=edges)
-    widths = np.diff(10.0**edges)
-    dens = counts / (max(n_all, 1) * widths)
-    nz = dens > 0
-    ly = np.full_like(dens, np.nan)
-    ly[nz] = np.log10(dens[nz])
-
-    fit_ok = math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0 and alpha > 1
-    fit_pts: list[tuple[float, float]] = []
-    if fit_ok:
-        top = xmax if math.isfinite(xmax) and xmax > xmin else float(pos.max())
-        n_tail = num_pl_spikes if num_pl_spikes else int((pos >= xmin).sum())
-        c = (n_tail / max(n_all, 1)) * (alpha - 1.0) / xmin
-        for lam in (xmin, top):
-            fit_pts.append((math.log10(lam), math.log10(c) - alpha * (math.log10(lam) - math.log10(xmin))))
+    edges, ly, fit_pts = esd_geometry(pos, n_all, alpha=alpha, xmin=xmin, xmax=xmax, num_pl_spikes=num_pl_spikes)
+    nbins = len(ly)
+    nz = np.isfinite(ly)
+    fit_ok = bool(fit_pts)
 
     x0, x1 = _range(float(edges[0]), float(edges[-1]))
     y_hi = float(np.nanmax(ly))

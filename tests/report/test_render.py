@@ -1,0 +1,159 @@
+import dataclasses
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from spectra.errors import ConfigError, FormatError
+from spectra.report import load_analysis, load_json, render_report, safe_json, write_report
+from spectra.report.plots import depth_chart, Series, _log_label
+
+from .factories import EVIL, make_analysis, make_diff, make_lrmap, make_noise
+
+
+class _Collect(HTMLParser):
+    """Tags, script bodies and visible text of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.scripts, self.text, self._in_script = [], [], [], False
+        self.attrs = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        (self.scripts if self._in_script else self.text).append(data)
+
+
+def _parse(html: str) -> _Collect:
+    p = _Collect()
+    p.feed(html)
+    return p
+
+
+def test_safe_json_escapes_markup_and_round_trips():
+    data = {"name": EVIL, "q": 'a "b" & </script><!--', "ls": "\u2028"}
+    text = safe_json(data)
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == data
+
+
+def test_report_has_every_section(analysis):
+    html = render_report(analysis, lrmap=make_lrmap(analysis), noise=make_noise(analysis), diff=make_diff(analysis))
+    for section in ("overview", "alerts", "alpha", "esd", "lrmap", "noise", "diff", "layers", "methods"):
+        assert f'id="{section}"' in html
+    assert html.count('class="esd-card') == len(analysis.evals)
+    assert html.count("<tr data-name=") == len(analysis.layers)
+    assert "Activation geometry" in html and "cka" in html
+    assert 'id="trajectory"' not in html  # one checkpoint: no trajectory
+
+
+def test_report_without_side_inputs_skips_their_sections(analysis):
+    html = render_report(analysis)
+    assert 'id="lrmap"' not in html and 'id="noise"' not in html and 'id="diff"' not in html
+
+
+def test_report_is_offline_and_small(analysis):
+    html = render_report(analysis)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "default-src 'none'" in html
+    assert len(html.encode()) < 1_000_000
+
+
+def test_trajectory_needs_two_checkpoints():
+    a, b = make_analysis(seed=0), make_analysis(seed=1, shift=1.0, checkpoint="later.safetensors")
+    html = render_report([a, b])
+    assert 'id="trajectory"' in html and "later.safetensors" in html
+    assert "α first→last" in html
+
+
+def test_crafted_names_cannot_inject_markup(evil_analysis):
+    html = render_report(evil_analysis, lrmap=make_lrmap(evil_analysis))
+    page = _parse(html)
+    # exactly our two script elements: the JSON blob and the page script
+    assert page.tags.count("script") == 2
+    assert "img" not in page.tags
+    assert not any(name.startswith("on") for name, _ in page.attrs)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    visible = "".join(page.text)
+    assert EVIL in visible  # shown as text
+    blob = page.scripts[0]
+    assert json.loads(blob)["labels"]  # the hover labels carry the name, escaped
+    assert EVIL in json.dumps(json.loads(blob), ensure_ascii=False)
+    assert "</" not in blob
+
+
+def test_svg_charts_carry_no_checkpoint_strings(evil_analysis):
+    html = render_report(evil_analysis)
+    for svg in re.findall(r"<svg.*?</svg>", html, flags=re.S):
+        assert "alert(" not in svg
+
+
+def test_analysis_json_round_trip_without_eigenvalues(tmp_path, analysis):
+    path = tmp_path / "analysis.json"
+    analysis.to_json(path)
+    loaded = load_analysis(path)
+    assert loaded.evals == {}
+    html = render_report(loaded)
+    assert "without eigenvalues" in html
+    analysis.save_esd(tmp_path / "analysis.esd.npz")
+    html = render_report(load_analysis(path))
+    assert html.count('class="esd-card') == len(analysis.evals)
+
+
+def test_side_input_schema_is_checked(tmp_path, analysis):
+    noise_path = tmp_path / "noise.json"
+    noise_path.write_text(json.dumps(make_noise(analysis)))
+    with pytest.raises(FormatError, match="expected spectra.lrmap/1"):
+        load_json(noise_path, "spectra.lrmap/1")
+    with pytest.raises(FormatError, match="--noise"):
+        load_analysis(noise_path)
+    assert load_json(noise_path, "spectra.noise/1")["source"] == "gradients"
+    with pytest.raises(ConfigError):
+        load_json(3, "spectra.lrmap/1")
+
+
+def test_lrmap_object_with_to_dict(analysis):
+    class Fake:
+        def to_dict(self):
+            return make_lrmap(analysis)
+
+    html = render_report(analysis, lrmap=Fake())
+    assert 'id="lrmap"' in html and "tempbalance" in html
+
+
+def test_write_report_creates_parents(tmp_path, analysis):
+    out = write_report([analysis], tmp_path / "sub" / "r.html")
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    with pytest.raises(ConfigError):
+        render_report([])
+
+
+def test_depth_chart_svg_is_responsive_and_tagged():
+    svg = depth_chart([Series(x=[0, 1, 2], y=[1.0, 3.0, 50.0], color="#0072B2", gid="pts-0")],
+                      ylabel="alpha", xticks=[(0, "emb"), (1, "1"), (2, "head")], band=(2, 6), ylim=(0, 10))
+    head = svg[: svg.index(">")]
+    assert head.startswith("<svg") and "viewBox" in head and " width=" not in head
+    assert 'id="pts-0"' in svg
+    assert "$" not in svg  # no mathtext
+
+
+@pytest.mark.parametrize("value, label", [(0.01, "0.01"), (100.0, "100"), (1e-5, "1e-5"), (1e5, "1e5"), (0, "")])
+def test_log_labels(value, label):
+    assert _log_label(value) == label
+
+
+def test_failed_only_analysis_renders():
+    a = make_analysis()
+    broken = dataclasses.replace(a, layers=tuple(dataclasses.replace(r, status="failed", alpha=float("nan"),
+                                                                     reason="boom") for r in a.layers), evals={})
+    html = render_report(broken)
+    assert "fit failed for" in html
