@@ -169,18 +169,13 @@ def test_bad_epochs():
 
 
 def test_refit_every_prescribes_from_the_live_model(tmp_path):
-    from spectra.optim import create_optimizer
-
-    def factory(model, **kw):
-        return create_optimizer("sgd", model, **kw)
-
     result = run(tmp_path, epochs=2, refit_every=2, refit_until=0.5, ramp_steps=1, task_args={**SMALL, "width": 64})
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["config"]["refit"]["every"] == 2 and meta["config"]["refit"]["method"] == "llr"
     # 8 steps in all, refits at steps 0, 2 and 4 (<= 0.5 * 8)
     assert result.history[-1]["refits"] == 3
-    # with the registry's per-layer groups the multipliers become non-uniform (mean-normalised LLR)
+    # with the registry's per-layer groups, two prescribed 64x64 layers get different (LLR, mean-1) multipliers
     torch.manual_seed(0)
-    res = retrain("synthetic", factory, epochs=1, lr=0.05, device="cpu", refit_every=1, refit_until=0.0,
-                  ramp_steps=1, task_args={**SMALL, "width": 64})
+    res = retrain("synthetic", "sgd", epochs=1, lr=0.05, device="cpu", refit_every=1, refit_until=0.0,
+                  ramp_steps=1, task_args={**SMALL, "width": 64, "depth": 3})
     assert res.history[-1]["lr_max"] > 0.05 >= res.history[-1]["lr_min"]
