@@ -270,7 +270,7 @@ def _dals_builder(variant: str):
 register_optimizer("dals", "DALS (reconstruction): phase cosine + depth-aware Grokfast + trust ratio, SGD base",
                    default_lr=0.05, schedule="built-in", reference="arXiv:2604.27295 (abstract only)")(
     _dals_builder("dals"))
-register_optimizer("dals-fast", "DALS-Fast: 2% warmup, peak x2, Grokfast lambda 5", default_lr=0.05,
+register_optimizer("dals-fast", "DALS-Fast: 2% warmup, peak x2, short Grokfast memory (alpha 0.9)", default_lr=0.05,
                    schedule="built-in", reference="arXiv:2604.27295 (abstract only)")(_dals_builder("dals-fast"))
 register_optimizer("dals-ft", "DALS-FT (our third variant): Adam base, 10% warmup, depth decay 0.9, for fine-tuning",
                    default_lr=1e-3, schedule="built-in", reference="arXiv:2604.27295 (abstract only)")(
