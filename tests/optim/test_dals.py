@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from optim_toys import flat, make_toy, toy_data, train
+from .optim_toys import flat, make_toy, toy_data, train
 
 from spectra.errors import ConfigError
 from spectra.optim import DALS
