@@ -330,7 +330,7 @@ def measure_noise(
     groups = layer_groups([(n, p.shape, p.dtype) for n, p in params])
     state = NoiseState()
     norms: dict[str, list[GradNorms]] = {}
-    examples, b_sizes = 0, set()
+    examples, b_sizes, vmap_ok = 0, set(), True
     for batch in task.train_loader:
         if state.rounds >= batches:
             break
@@ -340,9 +340,16 @@ def measure_noise(
         if size // b < 2:
             log.info("skipping a batch of %d examples: fewer than two micro-batches of %d", size, b)
             continue
-        if per_example:
-            small, big, b_small, b_big = _per_example_round(task, model, params, batch)
-        else:
+        if per_example and vmap_ok:
+            try:
+                small, big, b_small, b_big = _per_example_round(task, model, params, batch)
+            except RuntimeError as exc:  # data-dependent control flow (HF masks) cannot be vmapped
+                log.warning("torch.func per-example gradients failed (%s); falling back to one backward "
+                            "pass per example (same numbers, slower)", str(exc).split("\n")[0][:120])
+                vmap_ok = False
+        if per_example and not vmap_ok:
+            small, big, b_small, b_big = _micro_batch_round(task, model, params, batch, 1)
+        elif not per_example:
             small, big, b_small, b_big = _micro_batch_round(task, model, params, batch, b)
         small = {k: v for k, v in small.items() if v > 0}  # unused parameters (zero under torch.func)
         state = _noise_update(state, small, {k: float(g.square().sum()) for k, g in big.items()}, b_small, b_big)
@@ -369,6 +376,7 @@ def measure_noise(
     b_small = min(b for b, _ in b_sizes)
     b_big = max(B for _, B in b_sizes)  # a short last batch may have used fewer micro-batches
     config = {"batches": batches, "micro_batch": None if per_example else micro_batch, "per_example": per_example,
+              "per_example_method": ("torch.func" if vmap_ok else "loop") if per_example else None,
               "b_small": b_small, "b_big": b_big, "device": str(dev), "seed": seed, "mode": "eval",
               "estimator": "two-batch unbiased (McCandlish et al. 2018, App. A.1), mean over rounds"}
     return NoiseResult(tuple(layers), _summary(layers, est.total, rounds=state.rounds, examples=examples), config,

@@ -86,6 +86,7 @@ def test_per_example_equals_micro_batches_of_one():
     a = measure_noise(make_task(), batches=2, per_example=True, device="cpu")
     b = measure_noise(make_task(), batches=2, micro_batch=1, device="cpu")
     assert a.config["b_small"] == 1 and a.config["per_example"] is True
+    assert a.config["per_example_method"] == "torch.func"
     for ra, rb in zip(a.layers, b.layers):
         assert ra.name == rb.name
         if ra.status == "skipped":
@@ -191,3 +192,31 @@ def test_optimizer_proxy_errors(tmp_path):
     torch.save({"model": model.state_dict(), "optimizer": bad}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="shape"):
         optimizer_noise(tmp_path / "bad.pt", task=make_task())
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.func.vmap cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            return self.fc(x)
+        return self.fc(-x)
+
+
+def test_per_example_falls_back_to_a_loop_when_vmap_fails(caplog):
+    def task():
+        t = make_task()
+        torch.manual_seed(0)
+        t.model = Branchy()
+        return t
+
+    a = measure_noise(task(), batches=2, per_example=True, device="cpu")
+    b = measure_noise(task(), batches=2, micro_batch=1, device="cpu")
+    assert a.config["per_example_method"] == "loop"
+    assert "falling back" in caplog.text
+    assert a.layer("fc").grad_sq == pytest.approx(b.layer("fc").grad_sq)
+    assert a.layer("fc").trace_sigma == pytest.approx(b.layer("fc").trace_sigma)
