@@ -215,3 +215,21 @@ def test_matches_weightwatcher_end_to_end(tmp_path):
         assert rec.stable_rank == pytest.approx(row["stable_rank"], rel=1e-6)
         assert rec.alpha_weighted == pytest.approx(row["alpha_weighted"], rel=1e-6)
         assert rec.entropy == pytest.approx(row["entropy"], rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_batched_path_matches_cpu(tiny_state_dict):
+    cpu = analyze(tiny_state_dict, device="cpu")
+    gpu = analyze(tiny_state_dict, device="cuda", batch_size=8)
+    assert [r.name for r in gpu.layers] == [r.name for r in cpu.layers]
+    for a, b in zip(cpu.layers, gpu.layers):
+        if a.ok:
+            assert b.alpha == pytest.approx(a.alpha, rel=1e-6)
+            assert b.lambda_max == pytest.approx(a.lambda_max, rel=1e-9)
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        analyze({"w.weight": torch.randn(10, 10)}, device="cuda")

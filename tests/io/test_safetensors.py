@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import struct
 
 import pytest
@@ -132,35 +133,47 @@ def test_safetensors_sniffed_without_suffix(tmp_path, tiny_state_dict):
         assert len(ckpt) == len(tiny_state_dict)
 
 
-def _anon_bytes() -> int:
+_STREAM_PROBE = r"""
+import sys, torch
+from spectra.io import open_checkpoint
+
+def anon():
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
-    pytest.skip("no /proc/self/status RssAnon on this platform")
+    return -1
+
+path = sys.argv[1]
+base = anon()
+peak = 0
+with open_checkpoint(path) as ckpt:
+    for key, tensor in ckpt:
+        assert tensor.sum().item() == float(key.split(".")[1]) * tensor.numel()
+        peak = max(peak, anon() - base)
+        del tensor
+base = anon()
+import safetensors.torch
+with open(path, "rb") as fh:
+    everything = safetensors.torch.load(fh.read())  # control: the whole file in memory
+print(peak, anon() - base)
+"""
 
 
 def test_streaming_does_not_load_the_whole_file(tmp_path):
     """64 MB in 32 tensors of 2 MB: reading tensor by tensor must stay far below the file size in
     anonymous memory (file-backed pages of a memory map are the page cache, not an allocation); a
-    whole-file read is the control that shows the measurement sees such a load."""
-    import gc
+    whole-file read is the control that shows the measurement sees such a load. Measured in a fresh
+    interpreter so memory freed by earlier tests cannot hide either number."""
+    import subprocess
+    import sys
 
-    import safetensors.torch
-
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc/self/status")
     path = tmp_path / "big.safetensors"
     save_file({f"layers.{i}.weight": torch.full((512, 1024), float(i)) for i in range(32)}, str(path))
-    gc.collect()
     size = path.stat().st_size
-    base = _anon_bytes()
-    peak = 0
-    with open_checkpoint(path) as ckpt:
-        for key, tensor in ckpt:
-            assert tensor.sum().item() == float(key.split(".")[1]) * tensor.numel()
-            peak = max(peak, _anon_bytes() - base)
-            del tensor
+    out = subprocess.run([sys.executable, "-c", _STREAM_PROBE, str(path)], capture_output=True, text=True, check=True)
+    peak, control = (int(v) for v in out.stdout.split())
     assert peak < size / 4, f"anonymous memory grew by {peak / 2**20:.1f} MB for a {size / 2**20:.0f} MB file"
-    base = _anon_bytes()
-    everything = safetensors.torch.load(path.read_bytes())  # control: the whole file in memory
-    assert _anon_bytes() - base > size / 2
-    del everything
+    assert control > size / 2, f"control read grew only {control / 2**20:.1f} MB: the probe is blind"
