@@ -32,8 +32,6 @@ def report_cmd(
 
     if out.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--out {out}: the report is HTML; use a .html file name")
-    if any(Path(i).resolve() == out.resolve() for i in inputs):
-        raise ConfigError(f"--out {out} is also an input; choose another file name")
     with progress_callback("analyze", quiet=quiet) as on_progress:
         path = write_report(inputs, out, lrmap=lrmap, noise=noise, diff=diff, title=title, fit=fit, mp_fit=mp_fit,
                             dtype=dtype, device=device, trust_pickle=trust_pickle, progress=on_progress)

@@ -78,20 +78,18 @@
 
   /* ---------------------------------------------------------------- chart points */
   var labels = data.labels || {};
+  function addTitle(el, name) {
+    var t = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    t.textContent = name;
+    el.appendChild(t);
+    el.addEventListener("click", function () { showLayer(name); });
+  }
   Object.keys(labels).forEach(function (gid) {
-    var g = document.getElementById(gid);
-    if (!g) return;
-    var marks = g.querySelectorAll("use, path");
-    if (g.tagName.toLowerCase() === "path") marks = [g];
-    var names = labels[gid];
-    for (var i = 0; i < marks.length && i < names.length; i++) {
-      (function (el, name) {
-        var t = document.createElementNS("http://www.w3.org/2000/svg", "title");
-        t.textContent = name;
-        el.appendChild(t);
-        el.addEventListener("click", function () { showLayer(name); });
-      })(marks[i], marks.length === 1 && names.length === 1 ? names[0] : names[i]);
-    }
+    var g = document.getElementById(gid), names = labels[gid];
+    if (!g || !names.length) return;
+    if (names.length === 1) { addTitle(g, names[0]); return; }   // one layer: the whole group
+    var marks = g.querySelectorAll("use");                        // scatter: one <use> per point, in order
+    for (var i = 0; i < marks.length && i < names.length; i++) addTitle(marks[i], names[i]);
   });
 
   /* ---------------------------------------------------------------- ESD grid */
