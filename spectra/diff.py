@@ -322,11 +322,27 @@ def _hidden(value: Any) -> torch.Tensor | None:
     return getattr(value, "last_hidden_state", None)
 
 
+def _token_mask(batch: tuple) -> torch.Tensor | None:
+    """An attention mask in the batch: a 0/1 integer tensor shaped like the 2-D token ids in front."""
+    ids = batch[0] if batch and isinstance(batch[0], torch.Tensor) else None
+    if ids is None or ids.ndim != 2 or ids.is_floating_point():
+        return None
+    for t in batch[1:]:
+        if isinstance(t, torch.Tensor) and t.shape == ids.shape and not t.is_floating_point() \
+                and bool(((t == 0) | (t == 1)).all()):
+            return t.bool()
+    return None
+
+
 def _capture(task, model, probes, max_tokens: int) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Per block, (h_in, h_out) token rows (tokens, d) from forward hooks over the probe batches."""
+    """Per block, (h_in, h_out) token rows (tokens, d) from forward hooks over the probe batches.
+
+    Padding positions are dropped when the batch carries an attention mask (see :func:`_token_mask`).
+    """
     prefix, blocks = find_blocks(model)
     store: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in blocks]
     counts = [0] * len(blocks)
+    current: dict[str, torch.Tensor | None] = {"mask": None}
 
     def hook_for(i: int):
         def hook(module, args, kwargs, output):
@@ -335,7 +351,11 @@ def _capture(task, model, probes, max_tokens: int) -> tuple[str, list[tuple[torc
             h_out = _hidden(output)
             if h_in is None or h_out is None or h_in.shape != h_out.shape or counts[i] >= max_tokens:
                 return
-            rows_in, rows_out = h_in.detach().reshape(-1, h_in.shape[-1]), h_out.detach().reshape(-1, h_out.shape[-1])
+            mask = current["mask"]
+            if mask is not None and h_in.ndim == 3 and tuple(h_in.shape[:2]) == tuple(mask.shape):
+                rows_in, rows_out = h_in.detach()[mask], h_out.detach()[mask]
+            else:
+                rows_in, rows_out = h_in.detach().reshape(-1, h_in.shape[-1]), h_out.detach().reshape(-1, h_out.shape[-1])
             take = min(rows_in.shape[0], max_tokens - counts[i])
             store[i].append((rows_in[:take].double().cpu(), rows_out[:take].double().cpu()))
             counts[i] += take
@@ -345,6 +365,7 @@ def _capture(task, model, probes, max_tokens: int) -> tuple[str, list[tuple[torc
     try:
         with torch.no_grad():
             for batch in probes:
+                current["mask"] = _token_mask(batch)
                 task.forward(model, batch)
                 if min(counts) >= max_tokens:
                     break

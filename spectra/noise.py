@@ -193,6 +193,7 @@ def load_weights(model: torch.nn.Module, source: Any, *, trust_pickle: bool = Fa
         state = {key: tensor for key, tensor in ckpt}
         where = str(ckpt.path)
     own = model.state_dict()
+    state = _align_prefix(state, own)
     bad = [f"{k} {tuple(t.shape)} vs model {tuple(own[k].shape)}"
            for k, t in state.items() if k in own and tuple(t.shape) != tuple(own[k].shape)]
     if bad:
@@ -208,6 +209,23 @@ def load_weights(model: torch.nn.Module, source: Any, *, trust_pickle: bool = Fa
                     where, len(missing), missing[0])
     model.load_state_dict({k: state[k] for k in matched}, strict=False)
     return where
+
+
+def _align_prefix(state: dict[str, torch.Tensor], own: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Prepend the model's wrapper prefix when the checkpoint holds only a submodule.
+
+    A bare encoder file (``embeddings.word_embeddings.weight``) fits a task model that wraps it
+    (``encoder.embeddings.word_embeddings.weight``) when one prefix makes most keys match.
+    """
+    if not state or sum(k in own for k in state) * 2 >= len(state):
+        return state
+    first = next(iter(state))
+    prefixes = {k[: -len(first)] for k in own if k.endswith("." + first)}
+    best = max(prefixes, key=lambda p: sum(p + k in own for k in state), default=None)
+    if best is None or sum(best + k in own for k in state) * 2 < len(state):
+        return state
+    log.info("checkpoint keys matched under the model prefix %r", best)
+    return {best + k: v for k, v in state.items()}
 
 
 def _created() -> str:

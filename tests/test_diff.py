@@ -222,3 +222,16 @@ def test_diff_with_activations_on_torch_transformer_encoder():
 def test_find_blocks_needs_a_block_stack():
     with pytest.raises(ConfigError, match="no stack of transformer blocks"):
         find_blocks(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+
+
+def test_padding_tokens_are_dropped_when_the_batch_has_a_mask():
+    task = make_toy_task()
+    ids, y = task.train_loader[0]
+    mask = torch.ones_like(ids)
+    mask[:, 9:] = 0  # the last three positions are padding
+    batches = [(ids, mask, y)]
+    task.probe_batches = lambda: iter(batches)
+    task.forward = lambda model, batch: (model(batch[0]), batch[-1])
+    sd = task.model.state_dict()
+    out = activation_diff(task, sd, sd, device="cpu", k=2, neighbors=8)
+    assert all(row["tokens"] == 8 * 9 for row in out["layers"])

@@ -220,3 +220,24 @@ def test_per_example_falls_back_to_a_loop_when_vmap_fails(caplog):
     assert "falling back" in caplog.text
     assert a.layer("fc").grad_sq == pytest.approx(b.layer("fc").grad_sq)
     assert a.layer("fc").trace_sigma == pytest.approx(b.layer("fc").trace_sigma)
+
+
+def test_bare_submodule_checkpoint_is_matched_under_the_wrapper_prefix(tmp_path):
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = TinyNet()
+
+        def forward(self, x):
+            return self.body(x)
+
+    inner = TinyNet()
+    with torch.no_grad():
+        inner.head.weight.fill_(0.5)
+    torch.save(inner.state_dict(), tmp_path / "inner.pt")
+    task = make_task()
+    task.model = Wrapper()
+    from spectra.noise import load_weights
+
+    load_weights(task.model, tmp_path / "inner.pt")
+    assert torch.equal(task.model.body.head.weight, torch.full((3, 8), 0.5))
