@@ -74,6 +74,17 @@ def load_json(source: Any, schema: str) -> dict[str, Any] | None:
     return data
 
 
+def _when(stamp: str) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM UTC`` (anything else is shown as given)."""
+    try:
+        when = _dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return str(stamp)
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M") + (" UTC" if when.tzinfo is not None else "")
+
+
 def _options(config: Mapping[str, Any]) -> list[str]:
     out = []
     for key, value in config.items():
@@ -110,11 +121,12 @@ def render_report(
         raise ConfigError("render_report needs at least one analysis")
     lrmap, noise, diff = load_json(lrmap, LRMAP_SCHEMA), load_json(noise, NOISE_SCHEMA), load_json(diff, DIFF_SCHEMA)
     main = analyses[-1]
-    metric = sections.metric_section(main)
-    traj = sections.trajectory_section(analyses)
-    lr_sec = sections.lrmap_section(lrmap) if lrmap else None
-    noise_sec = sections.noise_section(noise) if noise else None
-    diff_sec = sections.diff_section(diff) if diff else None
+    style = sections.Style(main)
+    metric = sections.metric_section(main, style)
+    traj = sections.trajectory_section(analyses, style)
+    lr_sec = sections.lrmap_section(lrmap, style) if lrmap else None
+    noise_sec = sections.noise_section(noise, style) if noise else None
+    diff_sec = sections.diff_section(diff, style) if diff else None
     joins = {"lrmap": build.by_name(lrmap and lrmap.get("layers")), "noise": build.by_name(noise and noise.get("layers")),
              "diff": build.by_name(diff and diff.get("layers")), "trajectory": traj["joins"] if traj else {}}
     columns, rows = build.table(main, joins)
@@ -128,6 +140,7 @@ def render_report(
     context = {
         "title": title or Path(main.checkpoint).name or "spectra report",
         "main": main,
+        "analysed": _when(main.created),
         "analyses": analyses,
         "version": __version__,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

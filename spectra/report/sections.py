@@ -10,28 +10,57 @@ the escaped JSON blob (see :func:`spectra.report.render.safe_json`).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..results import Analysis, LayerResult
-from .build import UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role_colors, roles
-from .plots import OVER, UNDER, Series, depth_chart, trajectory_chart
+from .build import MAX_ROLES, UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
+from .plots import OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
-__all__ = ["metric_section", "esd_section", "trajectory_section", "lrmap_section", "noise_section",
+__all__ = ["Style", "metric_section", "esd_section", "split_name", "trajectory_section", "lrmap_section", "noise_section",
            "diff_section"]
+
+
+class Style:
+    """One colour per layer group for the whole report, fixed by the main analysis.
+
+    LR-map, noise and diff records reuse it, so a layer has the same colour in every chart; their
+    records may lack ``kind``, which is looked up here by layer name.
+    """
+
+    def __init__(self, analysis: Analysis | None = None):
+        recs = ordered(analysis.successful) if analysis is not None else []
+        self.kinds = {r.name: r.kind for r in (analysis.layers if analysis is not None else [])}
+        items = [(r.name, r.kind) for r in recs]
+        self.group = roles(items)
+        self.by_kind = len({role(n, k) for n, k in items}) > MAX_ROLES
+        self.colors = role_colors(self.group[n] for n, _ in items)
+
+    def group_of(self, name: str, kind: str = "") -> str:
+        if name in self.group:
+            return self.group[name]
+        kind = kind or self.kinds.get(name, "")
+        return (kind or "other") if self.by_kind else role(name, kind)
+
+    def color(self, group: str) -> str:
+        if group not in self.colors:
+            self.colors[group] = PALETTE[min(len(self.colors), len(PALETTE) - 1)]
+        return self.colors[group]
 
 
 class _Groups:
     """Colour groups and x positions for one set of layer records ``(name, depth, kind)``."""
 
-    def __init__(self, items: Sequence[tuple[str, int, str]]):
-        self.items = list(items)
-        self.group = roles([(n, k) for n, _, k in items])
-        self.colors = role_colors(self.group[n] for n, _, _ in items)
-        self.x = positions([(n, d) for n, d, _ in items])
-        self.ticks = depth_ticks(items)
+    def __init__(self, items: Sequence[tuple[str, int, str]], style: Style):
+        self.items = [(n, d, k or style.kinds.get(n, "")) for n, d, k in items]
+        self.group = {n: style.group_of(n, k) for n, _, k in self.items}
+        self.colors = OrderedDict((g, style.color(g)) for g in sorted(
+            set(self.group.values()), key=lambda g: list(style.colors).index(g) if g in style.colors else 99))
+        self.x = positions([(n, d) for n, d, _ in self.items])
+        self.ticks = depth_ticks(self.items)
 
     def series(self, prefix: str, value: Callable[[str], float], *, ring: Callable[[str], str] | None = None,
                interval: Callable[[str], tuple[float, float] | None] | None = None,
@@ -63,11 +92,11 @@ def _ring(rec: LayerResult) -> str:
     return OVER if rec.warning == "over-trained" else UNDER if rec.warning == "under-trained" else ""
 
 
-def metric_section(analysis: Analysis) -> dict[str, Any]:
+def metric_section(analysis: Analysis, style: Style | None = None) -> dict[str, Any]:
     """Alpha against depth (with intervals, the 2-6 band, flagged layers ringed) and four more metrics."""
     ok = ordered(analysis.successful)
     recs = {r.name: r for r in ok}
-    g = _Groups([(r.name, r.depth, r.kind) for r in ok])
+    g = _Groups([(r.name, r.depth, r.kind) for r in ok], style or Style(analysis))
     labels: dict[str, list[str]] = {}
     alphas = [num(r.alpha) for r in ok if not math.isnan(num(r.alpha))]
     top = min(max([7.0] + alphas) * 1.05, 12.0)
@@ -109,13 +138,25 @@ def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
                    ("stable rank", fmt(r.stable_rank))]
         if bulk:
             details += [("MP σ", fmt(r.sigma_mp)), ("MP spikes", fmt(r.num_spikes)), ("bulk", f"{fmt(bulk[0])}–{fmt(bulk[1])}")]
-        items.append({"name": r.name, "svg": svg, "alpha": fmt(r.alpha), "warning": r.warning,
+        head, tail = split_name(r.name)
+        items.append({"name": r.name, "head": head, "tail": tail, "svg": svg, "alpha": fmt(r.alpha), "warning": r.warning,
                       "status": r.status, "details": details})
     missing = sum(1 for r in analysis.layers if r.ok and r.name not in analysis.evals)
     return {"items": items, "missing": missing, "truncated": len(analysis.evals) > limit}
 
 
-def trajectory_section(analyses: Sequence[Analysis]) -> dict[str, Any] | None:
+def split_name(name: str) -> tuple[str, str]:
+    """``encoder.layer.3.attention.self.query`` -> (``encoder.layer.3``, ``attention.self.query``):
+    the block path and the part inside the block, shown on two lines in the ESD grid."""
+    parts = name.split(".")
+    digits = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
+    if not digits:
+        return "", name
+    cut = digits[-1] + 1
+    return ".".join(parts[:cut]), ".".join(parts[cut:])
+
+
+def trajectory_section(analyses: Sequence[Analysis], style: Style | None = None) -> dict[str, Any] | None:
     """Alpha per layer across checkpoints (given in order), with the mean in bold."""
     if len(analyses) < 2:
         return None
@@ -124,8 +165,9 @@ def trajectory_section(analyses: Sequence[Analysis]) -> dict[str, Any] | None:
     kinds = {r.name: r.kind for r in last.layers}
     per = [{r.name: num(r.alpha) for r in a.layers if r.ok} for a in analyses]
     values = [[p.get(n, math.nan) for p in per] for n in names]
-    groups = roles([(n, kinds.get(n, "")) for n in names])
-    colors = role_colors(groups[n] for n in names)
+    style = style or Style(last)
+    groups = {n: style.group_of(n, kinds.get(n, "")) for n in names}
+    colors = OrderedDict((g, style.color(g)) for g in dict.fromkeys(groups[n] for n in names))
     mean = [float(np.nanmean([v for v in p.values()])) if p else math.nan for p in per]
     svg = trajectory_chart(values, [colors[groups[n]] for n in names], mean=mean)
     delta = {n: {"delta": v[-1] - v[0]} for n, v in zip(names, values)}
@@ -137,12 +179,12 @@ def trajectory_section(analyses: Sequence[Analysis]) -> dict[str, Any] | None:
             "legend": [{"name": k, "color": c} for k, c in colors.items()], "labels": labels, "joins": delta}
 
 
-def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tuple], labels: dict,
+def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tuple], labels: dict, style: Style,
                      width: float = 6.2, height: float = 2.6) -> tuple[list[dict], list[dict]]:
     items = [(str(r.get("name")), int(num(r.get("depth"))) if not math.isnan(num(r.get("depth"))) else 0,
               str(r.get("kind", ""))) for r in records]
     recs = {str(r.get("name")): r for r in records}
-    g = _Groups(items)
+    g = _Groups(items, style)
     charts = []
     for key, title, ylabel, logy, hlines, caption in specs:
         if all(math.isnan(num(r.get(key))) for r in records):
@@ -155,17 +197,17 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
     return charts, g.legend
 
 
-def lrmap_section(lrmap: Mapping) -> dict[str, Any]:
+def lrmap_section(lrmap: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(lrmap.get("layers") or [], "lr", [
         ("multiplier", "LR multiplier against depth", "LR multiplier", False, [(1.0, "base LR")],
-         "Each layer's learning rate is base LR × multiplier.")], labels, width=12.5, height=3.2)
+         "Each layer's learning rate is base LR × multiplier.")], labels, style or Style(), width=12.5, height=3.2)
     return {"charts": charts, "legend": legend, "labels": labels, "method": lrmap.get("method", ""),
             "options": lrmap.get("options") or {}, "default": lrmap.get("default"),
             "source": lrmap.get("source", "")}
 
 
-def noise_section(noise: Mapping) -> dict[str, Any]:
+def noise_section(noise: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(noise.get("layers") or [], "noise", [
         ("b_simple", "B_simple against depth", "B_simple", True, [],
@@ -173,7 +215,7 @@ def noise_section(noise: Mapping) -> dict[str, Any]:
         ("snr", "gradient SNR against depth", "SNR", True, [], "|G|² / tr(Σ) per layer (log scale)."),
         ("grad_fro", "gradient Frobenius norm", "‖G‖_F", True, [], ""),
         ("grad_nuclear", "gradient nuclear norm", "‖G‖_*", True, [], ""),
-    ], labels)
+    ], labels, style or Style())
     summ = noise.get("summary") or {}
     return {"charts": charts, "legend": legend, "labels": labels,
             "facts": [("source", noise.get("source", "")), ("task", noise.get("task", "")),
@@ -182,7 +224,7 @@ def noise_section(noise: Mapping) -> dict[str, Any]:
                       ("tr Σ", fmt(summ.get("trace_sigma")))]}
 
 
-def diff_section(diff: Mapping) -> dict[str, Any]:
+def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     layers = diff.get("layers") or []
     charts, legend = _records_section(layers, "diff", [
@@ -192,7 +234,7 @@ def diff_section(diff: Mapping) -> dict[str, Any]:
          "Overlap of the top singular subspaces of A and B; compare with the random baseline in the table."),
         ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
         ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
-    ], labels)
+    ], labels, style or Style())
     summ = diff.get("summary") or {}
     facts = [("A", diff.get("a", "")), ("B", diff.get("b", ""))] + [(str(k), fmt(v)) for k, v in summ.items()
                                                                      if not isinstance(v, (dict, list))][:8]

@@ -157,3 +157,17 @@ def test_failed_only_analysis_renders():
                                                                      reason="boom") for r in a.layers), evals={})
     html = render_report(broken)
     assert "fit failed for" in html
+
+
+def test_colours_are_consistent_across_sections(analysis):
+    from spectra.report import sections
+
+    style = sections.Style(analysis)
+    alpha = {g["name"]: g["color"] for g in sections.metric_section(analysis, style)["legend"]}
+    lrmap = make_lrmap(analysis)
+    for rec in lrmap["layers"]:
+        rec.pop("kind", None)
+    lr = sections.lrmap_section(lrmap, style)
+    assert {g["name"]: g["color"] for g in lr["legend"]} == alpha  # embeddings found by name, same colours
+    svg = lr["charts"][0]["svg"]
+    assert ">emb<" in svg  # depth 0 recognised as the embedding depth via the analysis' kinds
