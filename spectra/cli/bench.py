@@ -1,1 +1,125 @@
-"""Placeholder until the command lands."""
+"""``spectra bench``: benchmark groups; ``spectra bench strategies`` runs the LR-strategy grid."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+from ._app import DeviceOpt, QuietOpt, _state, app, fail, progress_callback, stdout_console
+
+bench_app = typer.Typer(help="Benchmarks that write reports/bench/*.md tables and plots.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def bench_command(name: str) -> Callable:
+    """``bench_app.command`` with the error boundary of :func:`spectra.cli._app.command`."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*a, **kw):
+            from ..errors import SpectraError
+
+            try:
+                return fn(*a, **kw)
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except KeyboardInterrupt:
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(130)
+            except (SpectraError, OSError) as exc:
+                if _state["debug"]:
+                    raise
+                if isinstance(exc, OSError) and not isinstance(exc, SpectraError):
+                    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+                    fail(f"{exc.strerror or exc}{where}")
+                fail(str(exc))
+
+        return bench_app.command(name)(run)
+
+    return wrap
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+@bench_command("strategies")
+def strategies_cmd(
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks (built-in names or package.module:function).")] = "synthetic,digits,digits-transfer",
+    strategies: Annotated[Optional[str], typer.Option("--strategies", help="Comma-separated strategies (default: all; see --list).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per (task, strategy): 0..N-1.")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per run.")] = 10,
+    target: Annotated[float, typer.Option("--target", help="Metric threshold for the epochs-to-target column.")] = 0.9,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="TASK:KEY=VALUE option for one task's factory (repeatable), e.g. minilm-text:num_layers=2.")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads per run (0 = leave torch's default).")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Markdown report; a .png plot and a .json with every run are written next to it.")] = Path("reports/bench/strategies.md"),
+    list_: Annotated[bool, typer.Option("--list", help="List the strategies and exit.")] = False,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Train every (task, strategy, seed) and report final accuracy, epochs to target and wall time.
+
+    Example: spectra bench strategies --tasks synthetic,digits --seeds 3 --epochs 10
+    """
+    from ..errors import ConfigError
+    from ..train.bench import list_strategies, run_strategies, write_report
+    from .retrain import parse_pairs
+
+    if list_:
+        render_strategies(list_strategies())
+        return
+    per_task: dict[str, dict] = {}
+    for item in task_arg or []:
+        name, sep, pair = item.partition(":")
+        if not sep:
+            raise ConfigError(f"--task-arg takes TASK:KEY=VALUE, got {item!r}")
+        per_task.setdefault(name, {}).update(parse_pairs([pair], "--task-arg"))
+    task_names = _split(tasks)
+    if not task_names:
+        raise ConfigError("--tasks is empty; give at least one task")
+    with progress_callback("bench strategies", quiet=quiet) as on_progress:
+        result = run_strategies(task_names, _split(strategies) or None, seeds=seeds, epochs=epochs, target=target,
+                                device=device, task_args=per_task, threads=threads or None, progress=on_progress)
+    command = (f"spectra bench strategies --tasks {','.join(task_names)} --seeds {seeds} --epochs {epochs}"
+               + (f" --strategies {strategies}" if strategies else "")
+               + "".join(f" --task-arg {a}" for a in task_arg or []))
+    paths = write_report(result, out, command=command)
+    if not quiet:
+        render_summary(result)
+    for path in paths:
+        typer.echo(f"wrote {path}", err=True)
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def render_summary(result) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    for task in result.config["tasks"]:
+        table = Table(title=f"{task}: final eval metric over {result.config['seeds']} seed(s)")
+        for col in ("strategy", "mean %", "std", "min", "max", f"epochs to {_pct(result.config['target'])}%", "wall s"):
+            table.add_column(col, justify="right" if col != "strategy" else "left")
+        rows = sorted((r for r in result.summary() if r["task"] == task), key=lambda r: -r["mean"])
+        for r in rows:
+            reach = f"{r['epochs_to_target']:g}" if r["epochs_to_target"] is not None else f"- ({r['reached']}/{r['n']})"
+            table.add_row(r["strategy"], _pct(r["mean"]), _pct(r["std"]), _pct(r["min"]), _pct(r["max"]), reach,
+                          f"{r['wall']:.1f}")
+        console.print(table)
+
+
+def render_strategies(strategies) -> None:
+    from rich.table import Table
+
+    table = Table(title="strategies")
+    for col in ("name", "generation", "optimizer", "lr map", "description"):
+        table.add_column(col)
+    for s in strategies:
+        table.add_row(s.name, s.generation, s.optimizer, s.lrmap_rule or "", s.description)
+    stdout_console().print(table)

@@ -1,1 +1,119 @@
-"""Placeholder until the command lands."""
+"""``spectra retrain``: train a built-in or user task with a named optimizer, LR map and refits."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, List, Optional
+
+import typer
+
+from ._app import DeviceOpt, QuietOpt, SeedOpt, command, progress_callback, stdout_console
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict; values are read as JSON when they parse (0.9, true, [1, 2]), else text."""
+    from ..errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@command("retrain")
+def retrain_cmd(
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Built-in task (synthetic, digits, digits-transfer, minilm-text; see --list) or package.module:function returning a spectra.train.Task.")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Strategy from the optimizer registry (dals, dals-fast, sgd, adamw, radam, lars, lamb, ...; see --list).")] = "dals",
+    lrmap: Annotated[Optional[Path], typer.Option("--lrmap", help="LR map (spectra prescribe -o): each layer trains at lr x its multiplier.")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs to train.")] = 10,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base (peak) LR; default: the optimizer's own default.")] = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Base weight decay (biases and norms get none).")] = 0.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory: run.json, metrics.jsonl, checkpoints/, state.pt (default runs/TASK-OPTIMIZER-sSEED).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch (same settings required).")] = False,
+    refit_every: Annotated[int, typer.Option("--refit-every", help="Re-analyse the model and re-prescribe every K optimizer steps (LLR style; 0 = never).")] = 0,
+    refit_method: Annotated[str, typer.Option("--refit-method", help="Prescription rule for refits (mean-normalised).")] = "llr",
+    refit_until: Annotated[float, typer.Option("--refit-until", help="Refit only during this first fraction of training.")] = 0.2,
+    ramp_steps: Annotated[Optional[int], typer.Option("--ramp-steps", help="Steps of the linear ramp to each refit's targets (default min(K, 50)).")] = None,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="Task factory option KEY=VALUE (repeatable), e.g. n_train=512.")] = None,
+    opt_arg: Annotated[Optional[List[str]], typer.Option("--opt-arg", help="Optimizer option KEY=VALUE (repeatable), e.g. momentum=0.8.")] = None,
+    keep: Annotated[int, typer.Option("--keep", help="Keep only the newest N epoch checkpoints (0 = all).")] = 0,
+    list_: Annotated[bool, typer.Option("--list", help="List built-in tasks and optimizers and exit.")] = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a task and write checkpoints (safetensors) and per-epoch metrics; --resume continues.
+
+    Example: spectra retrain --task digits --optimizer dals --epochs 5 --out runs/digits-dals
+    """
+    from ..errors import ConfigError
+    from ..train.loop import retrain
+
+    if list_:
+        render_lists()
+        return
+    if task is None:
+        raise ConfigError("choose a task with --task NAME (spectra retrain --list shows the built-ins)")
+    run_dir = out if out is not None else Path("runs") / f"{task.replace(':', '_').replace('/', '_')}-{optimizer}-s{seed}"
+    with progress_callback(f"{task} / {optimizer}", quiet=quiet) as on_progress:
+        result = retrain(
+            task, optimizer, epochs=epochs, lr=lr, weight_decay=weight_decay, lrmap=lrmap, device=device,
+            out=run_dir, resume=resume, refit_every=refit_every, refit_method=refit_method,
+            refit_until=refit_until, ramp_steps=ramp_steps, seed=seed,
+            task_args=parse_pairs(task_arg or [], "--task-arg"), optimizer_args=parse_pairs(opt_arg or [], "--opt-arg"),
+            keep_checkpoints=keep, progress=on_progress,
+        )
+    if not quiet:
+        render_history(result)
+    if result.status != "complete":
+        typer.echo(f"warning: training {result.status} at epoch {result.history[-1]['epoch']}", err=True)
+    typer.echo(f"wrote {run_dir}", err=True)
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def render_history(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.task} / {result.optimizer} ({result.status})")
+    for col in ("epoch", "train loss", "eval loss", f"eval {result.metric_name}", "lr min", "lr max", "time s"):
+        table.add_column(col, justify="right")
+    for h in result.history:
+        table.add_row(str(h["epoch"]), _num(h["train_loss"], ".4f"), _num(h["eval_loss"], ".4f"),
+                      _num(h["eval_metric"], ".4f"), _num(h["lr_min"], ".3g"), _num(h["lr_max"], ".3g"),
+                      _num(h["time"], ".1f"))
+    stdout_console().print(table)
+
+
+def render_lists() -> None:
+    from rich.table import Table
+
+    from ..optim import get_optimizer_info, list_optimizers
+    from ..train import list_tasks
+
+    tasks = Table(title="tasks")
+    tasks.add_column("name")
+    tasks.add_column("description")
+    for info in list_tasks():
+        tasks.add_row(info.name, info.description)
+    opts = Table(title="optimizers")
+    for col in ("name", "default lr", "schedule", "description"):
+        opts.add_column(col)
+    for name in list_optimizers():
+        info = get_optimizer_info(name)
+        opts.add_row(name, f"{info.default_lr:g}", info.schedule, info.description)
+    console = stdout_console()
+    console.print(tasks)
+    console.print(opts)

@@ -65,6 +65,7 @@ class RunResult:
     status: str  # complete | diverged
     run_dir: Path | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    task_meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def final_metric(self) -> float:
@@ -396,7 +397,8 @@ def retrain(
             _append_metrics(run_dir, history[-1])
 
     result = RunResult(task=task_name, optimizer=opt_name, metric_name=task.metric_name, history=tuple(history),
-                       wall_time=wall, status=status, run_dir=run_dir, config=config)
+                       wall_time=wall, status=status, run_dir=run_dir, config=config,
+                       task_meta=dict(task.meta))
     if run_dir is not None:
         _finish_run(run_dir, result, task)
     return result
