@@ -235,3 +235,15 @@ def test_padding_tokens_are_dropped_when_the_batch_has_a_mask():
     sd = task.model.state_dict()
     out = activation_diff(task, sd, sd, device="cpu", k=2, neighbors=8)
     assert all(row["tokens"] == 8 * 9 for row in out["layers"])
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    a, b = _pair()
+    cpu = diff(a, b, topk=3, device="cpu")
+    gpu = diff(a, b, topk=3, device="cuda")
+    for rc, rg in zip(cpu.layers, gpu.layers):
+        assert rc.name == rg.name
+        for field in ("rel_update", "dw_stable_rank", "subspace_overlap", "alpha_a"):
+            x, y = getattr(rc, field), getattr(rg, field)
+            assert (math.isnan(x) and math.isnan(y)) or y == pytest.approx(x, rel=1e-4, abs=1e-8)

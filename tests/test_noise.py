@@ -241,3 +241,14 @@ def test_bare_submodule_checkpoint_is_matched_under_the_wrapper_prefix(tmp_path)
 
     load_weights(task.model, tmp_path / "inner.pt")
     assert torch.equal(task.model.body.head.weight, torch.full((3, 8), 0.5))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    cpu = measure_noise(make_task(), batches=2, micro_batch=4, device="cpu")
+    gpu = measure_noise(make_task(), batches=2, micro_batch=4, device="cuda")
+    assert gpu.config["device"].startswith("cuda")
+    assert gpu.summary["grad_sq"] == pytest.approx(cpu.summary["grad_sq"], rel=1e-3)
+    assert gpu.summary["trace_sigma"] == pytest.approx(cpu.summary["trace_sigma"], rel=1e-3)
+    pe = measure_noise(make_task(), batches=2, per_example=True, device="cuda")
+    assert pe.config["per_example_method"] == "torch.func"
