@@ -5,7 +5,8 @@ update dW = W_B - W_A is summarised by :func:`spectra.core.geometry.update_geome
 ||dW||_F/||W_A||_F, spectral ratio, top singular value growth, stable and effective rank of dW, and the
 overlap of the top-k singular subspaces of dW and W_A against its exact random baseline. The change
 in the HT-SR exponent alpha uses the same eigenvalue convention as ``spectra analyze``. Keys only in
-one file or with different shapes are listed under ``mismatched``; they never stop the run.
+one file or with different shapes are listed under ``mismatched``; they never stop the run. Biases
+and norm weights are listed under ``vectors`` with their relative update and the layer they attach to.
 
 With ``activations_task`` the hidden-state update of every transformer block is decomposed into a
 tokenwise part and a residual for both checkpoints (our reading of Yoo 2026; see
@@ -42,7 +43,7 @@ DEPTH_METRICS = ("rel_update", "spectral_ratio", "sv_growth", "dw_stable_rank", 
 
 @dataclass(frozen=True)
 class LayerDiff:
-    """Update geometry of one matrix (or, for ``kind == "vector"``, only ``rel_update``)."""
+    """Update geometry of one matrix (or a tensor that was skipped, with ``status`` and ``reason``)."""
 
     name: str
     param: str
@@ -90,6 +91,7 @@ class DiffResult:
     a: str
     b: str
     mismatched: tuple[Mapping[str, str], ...] = ()
+    vectors: tuple[Mapping[str, Any], ...] = ()
     activations: Mapping[str, Any] | None = None
     created: str = ""
     spectra_version: str = __version__
@@ -104,7 +106,8 @@ class DiffResult:
         out = {"schema": DIFF_SCHEMA, "spectra_version": self.spectra_version, "created": self.created,
                "a": self.a, "b": self.b, "config": jsonable(dict(self.config)),
                "summary": jsonable(dict(self.summary)), "by_depth": jsonable(list(self.by_depth)),
-               "layers": [rec.to_dict() for rec in self.layers], "mismatched": jsonable(list(self.mismatched))}
+               "layers": [rec.to_dict() for rec in self.layers], "mismatched": jsonable(list(self.mismatched)),
+               "vectors": jsonable(list(self.vectors))}
         if self.activations is not None:
             out["activations"] = jsonable(dict(self.activations))
         return out
@@ -123,7 +126,8 @@ class DiffResult:
         return cls(layers=tuple(LayerDiff.from_dict(r) for r in data.get("layers") or ()),
                    by_depth=tuple(data.get("by_depth") or ()), summary=dict(data.get("summary") or {}),
                    config=dict(data.get("config") or {}), a=str(data.get("a", "")), b=str(data.get("b", "")),
-                   mismatched=tuple(data.get("mismatched") or ()), activations=data.get("activations"),
+                   mismatched=tuple(data.get("mismatched") or ()), vectors=tuple(data.get("vectors") or ()),
+                   activations=data.get("activations"),
                    created=str(data.get("created", "")), spectra_version=str(data.get("spectra_version", "")))
 
     @classmethod
@@ -245,6 +249,7 @@ def diff(
     dev = resolve_device(device)
     layers: list[LayerDiff] = []
     mismatched: list[dict[str, str]] = []
+    vectors: list[dict[str, Any]] = []
     with open_checkpoint(a, trust_pickle=trust_pickle) as ca, open_checkpoint(b, trust_pickle=trust_pickle) as cb:
         name_a, name_b = str(ca.path), str(cb.path)
         keys_a, keys_b = list(ca.keys()), list(cb.keys())
@@ -271,11 +276,11 @@ def diff(
                 ta, tb = ca.get(spec.key), cb.get(spec.key)
                 if not ta.is_floating_point():
                     layers.append(LayerDiff(**base, status="skipped", reason=f"non-floating dtype {spec.dtype}"))
-                else:
+                else:  # biases and norms: reported with the layer they are attached to
                     na = float(torch.linalg.vector_norm(ta.double()))
                     rel = float(torch.linalg.vector_norm(tb.double() - ta.double())) / na if na > 0 else NAN
-                    layers.append(LayerDiff(**base, rel_update=rel, status="skipped",
-                                            reason="not a matrix (bias or norm): only rel_update is computed"))
+                    vectors.append({"param": spec.key, "layer": owner.get(spec.key), "depth": depth,
+                                    "shape": spec.shape, "rel_update": rel})
             else:
                 layers.extend(_matrix_records(spec, depth, ca.get(spec.key), cb.get(spec.key), topk=topk,
                                               alpha=alpha, device=dev))
@@ -288,7 +293,7 @@ def diff(
     config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev),
               "overlap": "mean of left and right top-k singular subspaces of dW vs W_A; baseline (k/N + k/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,
-                      tuple(mismatched), activations, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                      tuple(mismatched), tuple(vectors), activations, datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 # ------------------------------------------------------------------ activation geometry

@@ -64,13 +64,14 @@ def test_constructed_updates():
     assert conv.rel_update == pytest.approx(0.2, rel=1e-5) and conv.shape == (6, 3, 3, 3)
     assert r.layer("layers.1.experts.w.0").rel_update == 0.0
     assert r.layer("layers.1.experts.w.1").rel_update == pytest.approx(1.0, rel=1e-6)
-    bias = r.layer("layers.0.fc.bias")
-    assert bias.kind == "vector" and bias.status == "skipped" and bias.rel_update == pytest.approx(0.5, rel=1e-6)
+    bias, = (v for v in r.vectors if v["param"] == "layers.0.fc.bias")
+    assert bias["layer"] == "layers.0.fc" and bias["rel_update"] == pytest.approx(0.5, rel=1e-6)
+    assert "layers.0.fc.bias" not in {rec.param for rec in r.layers}
     steps = r.layer("steps")
     assert steps.status == "skipped" and "non-floating" in steps.reason
     # depths follow analyze's rules, biases take their layer's depth
     assert (r.layer("embed").depth, rank1.depth, top.depth, r.layer("head").depth) == (0, 1, 2, 3)
-    assert bias.depth == 1
+    assert bias["depth"] == 1
 
 
 def test_mismatches_are_reported_not_fatal():
@@ -123,7 +124,8 @@ def test_streams_files_and_round_trips_json(tmp_path):
     back = DiffResult.from_json(out)
     assert back.to_dict()["schema"] == DIFF_SCHEMA
     assert back.layer("layers.0.fc").dw_stable_rank == pytest.approx(r.layer("layers.0.fc").dw_stable_rank)
-    assert math.isnan(back.layer("layers.0.fc.bias").dw_stable_rank)
+    assert back.vectors[0]["param"] == "layers.0.fc.bias"
+    assert math.isnan(back.layer("steps").dw_stable_rank)
     assert back.layer("layers.1.conv").shape == (6, 3, 3, 3)
     with pytest.raises(FormatError):
         DiffResult.from_dict({"schema": "spectra.noise/1"})

@@ -70,8 +70,6 @@ def render_diff(result) -> None:
                 "baseline", "alpha A", "alpha B", "note"):
         table.add_column(col, justify="left" if col in ("layer", "note") else "right", no_wrap=col != "note")
     for r in result.layers:
-        if r.kind == "vector":
-            continue  # biases and norms: in the JSON only
         note = "" if r.status == "success" else f"{r.status}: {r.reason}"
         table.add_row(str(r.depth), r.name, fmt(r.rel_update), fmt(r.spectral_ratio), fmt(r.sv_growth),
                       fmt(r.dw_stable_rank), fmt(r.dw_effective_rank), fmt(r.subspace_overlap),
