@@ -116,7 +116,7 @@ def depth_ticks(items: Sequence[tuple[str, int, str]]) -> list[tuple[float, str]
     if not depths:
         return []
     labels = {d: str(d) for d in depths}
-    at0 = [k for _, d, k in items if d == depths[0]]
+    at0 = [k for _, d, k in items if d == depths[0] and k not in ("skipped", "")]
     if at0 and all(k == "embedding" for k in at0):
         labels[depths[0]] = "emb"
     last = [n for n, d, _ in items if d == depths[-1]]

@@ -7,7 +7,6 @@ import pytest
 
 from spectra.errors import ConfigError, FormatError
 from spectra.report import load_analysis, load_json, render_report, safe_json, write_report
-from spectra.report.plots import depth_chart, Series, _log_label
 
 from .factories import EVIL, make_analysis, make_diff, make_lrmap, make_noise
 
@@ -135,20 +134,6 @@ def test_write_report_creates_parents(tmp_path, analysis):
     assert out.read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(ConfigError):
         render_report([])
-
-
-def test_depth_chart_svg_is_responsive_and_tagged():
-    svg = depth_chart([Series(x=[0, 1, 2], y=[1.0, 3.0, 50.0], color="#0072B2", gid="pts-0")],
-                      ylabel="alpha", xticks=[(0, "emb"), (1, "1"), (2, "head")], band=(2, 6), ylim=(0, 10))
-    head = svg[: svg.index(">")]
-    assert head.startswith("<svg") and "viewBox" in head and " width=" not in head
-    assert 'id="pts-0"' in svg
-    assert "$" not in svg  # no mathtext
-
-
-@pytest.mark.parametrize("value, label", [(0.01, "0.01"), (100.0, "100"), (1e-5, "1e-5"), (1e5, "1e5"), (0, "")])
-def test_log_labels(value, label):
-    assert _log_label(value) == label
 
 
 def test_failed_only_analysis_renders():
