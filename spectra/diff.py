@@ -145,18 +145,18 @@ class DiffResult:
 # ------------------------------------------------------------------ weight diff
 
 
-def _alpha(spec, tensor: torch.Tensor, device) -> float:
+def _alpha(spec, tensor: torch.Tensor, device, dtype: torch.dtype = torch.float64) -> float:
     """HT-SR alpha of one layer tensor with analyze's conventions (pooled conv, lambda = sigma^2)."""
     from .core.esd import eigenvalues
     from .core.powerlaw import fit_power_law
 
     (_, _, mat, scale), = matrices(spec, tensor)
-    fit = fit_power_law(eigenvalues(mat, device=device) * scale)
+    fit = fit_power_law(eigenvalues(mat, device=device, dtype=dtype) * scale)
     return fit.alpha if fit.status == "success" else NAN
 
 
 def _matrix_records(spec, depth: int, ta: torch.Tensor, tb: torch.Tensor, *, topk: int, alpha: bool,
-                    device) -> list[LayerDiff]:
+                    device, dtype: torch.dtype = torch.float64) -> list[LayerDiff]:
     """One record per matrix of a layer tensor pair (one per expert for expert stacks)."""
     if spec.kind == "expert":
         pairs = [(f"{spec.name}.{e}", ta[e], tb[e], spec.__class__(spec.key, f"{spec.name}.{e}", "linear",
@@ -172,12 +172,12 @@ def _matrix_records(spec, depth: int, ta: torch.Tensor, tb: torch.Tensor, *, top
             out.append(LayerDiff(**base, status="failed", reason="non-finite values in a checkpoint"))
             continue
         try:
-            geo = update_geometry(a, b, topk=topk)
+            geo = update_geometry(a, b, topk=topk, dtype=dtype)
         except (RuntimeError, ValueError) as exc:  # torch.linalg failures (SVD did not converge)
             out.append(LayerDiff(**base, status="failed", reason=f"SVD failed: {exc}"))
             continue
-        alpha_a = _alpha(sub, a, device) if alpha else NAN
-        alpha_b = _alpha(sub, b, device) if alpha else NAN
+        alpha_a = _alpha(sub, a, device, dtype) if alpha else NAN
+        alpha_b = _alpha(sub, b, device, dtype) if alpha else NAN
         kw = {f: getattr(geo, f) for f in ("rel_update", "rel_update_rms", "spectral_ratio", "sv_growth",
                                            "dw_stable_rank", "dw_effective_rank", "subspace_overlap",
                                            "overlap_left", "overlap_right", "overlap_baseline", "topk",
@@ -223,6 +223,7 @@ def diff(
     topk: int = 10,
     alpha: bool = True,
     device: str = "auto",
+    dtype: str = "float64",
     trust_pickle: bool = False,
     activations_task: Any = None,
     max_tokens: int = 2048,
@@ -246,6 +247,9 @@ def diff(
 
     if int(topk) < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
+    if dtype not in ("float64", "float32"):
+        raise ConfigError(f"--dtype {dtype!r}: use float64 or float32")
+    work = getattr(torch, dtype)
     dev = resolve_device(device)
     layers: list[LayerDiff] = []
     mismatched: list[dict[str, str]] = []
@@ -283,14 +287,14 @@ def diff(
                                     "shape": spec.shape, "rel_update": rel})
             else:
                 layers.extend(_matrix_records(spec, depth, ca.get(spec.key), cb.get(spec.key), topk=topk,
-                                              alpha=alpha, device=dev))
+                                              alpha=alpha, device=dev, dtype=work))
             if progress is not None:
                 progress(done + 1, len(specs), spec.name)
     activations = None
     if activations_task is not None:
         activations = activation_diff(activations_task, a, b, device=str(dev), trust_pickle=trust_pickle,
                                       max_tokens=max_tokens, k=activation_k, method=method)
-    config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev),
+    config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev), "dtype": dtype,
               "overlap": "mean of left and right top-k singular subspaces of dW vs W_A; baseline (k/N + k/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,
                       tuple(mismatched), tuple(vectors), activations, datetime.now(timezone.utc).isoformat(timespec="seconds"))

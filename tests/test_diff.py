@@ -249,3 +249,16 @@ def test_cuda_matches_cpu():
         for field in ("rel_update", "dw_stable_rank", "subspace_overlap", "alpha_a"):
             x, y = getattr(rc, field), getattr(rg, field)
             assert (math.isnan(x) and math.isnan(y)) or y == pytest.approx(x, rel=1e-4, abs=1e-8)
+
+
+def test_float32_working_precision_agrees():
+    a, b = _pair()
+    r64 = diff(a, b, topk=3, alpha=False, device="cpu")
+    r32 = diff(a, b, topk=3, alpha=False, device="cpu", dtype="float32")
+    assert r32.config["dtype"] == "float32"
+    for x, y in zip(r64.layers, r32.layers):
+        if x.status == "success":
+            assert y.rel_update == pytest.approx(x.rel_update, rel=1e-4)
+            assert y.spectral_ratio == pytest.approx(x.spectral_ratio, rel=1e-3)
+    with pytest.raises(ConfigError, match="--dtype"):
+        diff(a, b, dtype="float16")

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, TrustPickleOpt, command, progress_callback, stdout_console
+from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, command, progress_callback, stdout_console
 from .noise import fmt, parse_task_args
 
 
@@ -23,6 +23,7 @@ def diff_cmd(
     task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="key=value passed to the task factory (repeatable).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="With --activations: probe token rows per block.")] = 2048,
     method: Annotated[str, typer.Option("--tokenwise", help="With --activations: local (kNN diagonal maps) or global (one ridge map).")] = "local",
+    dtype: DtypeOpt = "float64",
     device: DeviceOpt = "auto",
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
@@ -41,7 +42,7 @@ def diff_cmd(
         raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
     built = load_task(task, **parse_task_args(task_arg)) if activations else None
     with progress_callback("diff", quiet=quiet or to_stdout) as on_progress:
-        result = diff(a, b, topk=topk, alpha=not no_alpha, device=device, trust_pickle=trust_pickle,
+        result = diff(a, b, topk=topk, alpha=not no_alpha, device=device, dtype=dtype, trust_pickle=trust_pickle,
                       activations_task=built, max_tokens=max_tokens, method=method, progress=on_progress)
     if to_stdout:
         typer.echo(result.to_json())

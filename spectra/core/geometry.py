@@ -136,19 +136,21 @@ class UpdateGeometry:
     norm_dw: float
 
 
-def update_geometry(w_a: torch.Tensor, w_b: torch.Tensor, *, topk: int = 10) -> UpdateGeometry:
+def update_geometry(w_a: torch.Tensor, w_b: torch.Tensor, *, topk: int = 10,
+                    dtype: torch.dtype = torch.float64) -> UpdateGeometry:
     """Every weight-update metric for one matrix (or conv kernel, seen as (out, in*k*k)).
 
     ``topk`` is capped at min(N, M); principal angles are between the top-k left singular vectors
-    of dW and of W_A (degrees).
+    of dW and of W_A (degrees). ``dtype`` is the working precision (float32 is faster on big
+    matrices; dW of a small update loses digits in it).
 
     >>> w = torch.eye(4)
     >>> g = update_geometry(w, w + 0.1 * torch.outer(torch.ones(4), torch.ones(4)), topk=1)
     >>> round(g.dw_stable_rank, 6), round(g.rel_update, 6)
     (1.0, 0.2)
     """
-    a = matrix_view(w_a.detach()).to(torch.float64)
-    b = matrix_view(w_b.detach()).to(torch.float64)
+    a = matrix_view(w_a.detach()).to(dtype)
+    b = matrix_view(w_b.detach()).to(dtype)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     n, m = a.shape
