@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -322,7 +322,7 @@ def plot(result: BenchResult, path: str | Path) -> Path:
 
     tasks = result.config["tasks"]
     names = result.config["strategies"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 1.8, 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
     for ax, task in zip(axes[0], tasks):
         for k, name in enumerate(names):
@@ -338,8 +338,10 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel("eval accuracy (mean over seeds)")
         ax.set_ylim(0, 1.02)
-    axes[0][-1].legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,7 @@ from torch import nn
 
 from spectra.errors import ConfigError
 from spectra.train import Task
-from spectra.train.loop import Refitter, default_lr, read_metrics, resolve_device, retrain, set_multiplier
+from spectra.train.loop import default_lr, read_metrics, resolve_device, retrain
 from spectra.train.tasks import TensorLoader
 
 SMALL = {"n_train": 256, "n_eval": 256, "width": 32, "depth": 2}
@@ -123,36 +123,6 @@ def test_divergence_stops_the_run():
     assert result.history[-1]["train_loss"] is None
 
 
-def test_set_multiplier_rescales_every_stored_lr():
-    model = nn.Linear(2, 2)
-    opt, sched = sgd_factory(model, lr=0.1, weight_decay=0.0, lrmap=None, total_steps=10, steps_per_epoch=10)
-    set_multiplier(opt, sched, 0, 3.0)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.3)
-    assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.3)
-    assert sched.base_lrs[0] == pytest.approx(0.3) and sched.base_lrs[1] == pytest.approx(0.1)
-    sched.step()  # the scheduler keeps composing: 0.3 * (1 - 1/10)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.27)
-    set_multiplier(opt, sched, 0, 1.5)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.135) and opt.param_groups[0]["lr_multiplier"] == 1.5
-
-
-def test_refitter_ramps_linearly_and_stops_after_until(monkeypatch):
-    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
-    opt = torch.optim.SGD([{"params": [p], "param_names": [n], "lr_multiplier": 1.0} for n, p in model.named_parameters()], lr=1.0)
-    refit = Refitter(model, opt, None, every=10, until_step=15, ramp_steps=4, method="unused")
-    targets = iter([[2.0, 2.0, 0.5, 0.5], [4.0, 4.0, 0.5, 0.5], [9.0] * 4])
-    monkeypatch.setattr(refit, "targets", lambda: next(targets))
-    seen = []
-    for step in range(25):
-        refit.step(step)
-        seen.append(opt.param_groups[0]["lr_multiplier"])
-    # refit at 0: 1 -> 2 over 4 steps; refit at 10: 2 -> 4; no refit at 20 (> until_step)
-    assert seen[:5] == pytest.approx([1.25, 1.5, 1.75, 2.0, 2.0])
-    assert seen[10:14] == pytest.approx([2.5, 3.0, 3.5, 4.0])
-    assert seen[20:] == pytest.approx([4.0] * 5) and refit.count == 2
-    assert opt.param_groups[2]["lr"] == pytest.approx(0.5)
-
-
 def test_device_and_lr_defaults():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ConfigError, match="unknown device"):
@@ -179,3 +149,13 @@ def test_refit_every_prescribes_from_the_live_model(tmp_path):
     res = retrain("synthetic", "sgd", epochs=1, lr=0.05, device="cpu", refit_every=1, refit_until=0.0,
                   ramp_steps=1, task_args={**SMALL, "width": 64, "depth": 3})
     assert res.history[-1]["lr_max"] > 0.05 >= res.history[-1]["lr_min"]
+
+
+@pytest.mark.gpu
+def test_retrain_on_cuda_writes_cpu_checkpoints(tmp_path):
+    from safetensors.torch import load_file
+
+    result = run(tmp_path, epochs=1, device="cuda")
+    assert result.final_metric > 0.3
+    state = load_file(str(tmp_path / "run" / "checkpoints" / "epoch-0001.safetensors"))
+    assert all(t.device.type == "cpu" for t in state.values())
