@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -297,7 +297,8 @@ def diff(
     config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev), "dtype": dtype,
               "overlap": "mean of left and right top-k singular subspaces of dW vs W_A; baseline (k/N + k/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,
-                      tuple(mismatched), tuple(vectors), activations, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                      tuple(mismatched), tuple(vectors), activations,
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 # ------------------------------------------------------------------ activation geometry
@@ -364,7 +365,8 @@ def _capture(task, model, probes, max_tokens: int) -> tuple[str, list[tuple[torc
             if mask is not None and h_in.ndim == 3 and tuple(h_in.shape[:2]) == tuple(mask.shape):
                 rows_in, rows_out = h_in.detach()[mask], h_out.detach()[mask]
             else:
-                rows_in, rows_out = h_in.detach().reshape(-1, h_in.shape[-1]), h_out.detach().reshape(-1, h_out.shape[-1])
+                d = h_in.shape[-1]
+                rows_in, rows_out = h_in.detach().reshape(-1, d), h_out.detach().reshape(-1, d)
             take = min(rows_in.shape[0], max_tokens - counts[i])
             store[i].append((rows_in[:take].double().cpu(), rows_out[:take].double().cpu()))
             counts[i] += take
