@@ -30,6 +30,7 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#B
 UNDER = "#1d2330"  # outline of an under-trained point (dark: no group colour is this dark)
 OVER = "#1d2330"  # outline of an over-trained point
 BAND = "#009E73"
+BASELINE = "#9aa0a6"  # reference values (random baselines)
 
 _RC = {
     "svg.fonttype": "none",
@@ -159,8 +160,10 @@ def depth_chart(
             rings = list(s.ring) if s.ring is not None else [""] * len(xs)
             edge = [r or "white" for r in rings]
             widths = [1.5 if r else 0.6 for r in rings]
+            if s.marker in ("_", "|"):  # unfilled line markers take the face colour
+                edge, widths = None, [2.0] * len(xs)
             coll = ax.scatter(xs, ys, s=s.size, c=s.color, edgecolors=edge, linewidths=widths, zorder=3,
-                              marker="o")
+                              marker=s.marker)
             clipped = [(x, y, m) for x, y, m in zip(xs, ys, markers) if m != s.marker]
             for mk in ("^", "v"):
                 pts = [(x, y) for x, y, m in clipped if m == mk]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..results import Analysis, LayerResult
 from .build import MAX_ROLES, UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
-from .plots import OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
+from .plots import BASELINE, OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
 __all__ = ["Style", "metric_section", "esd_section", "split_name", "trajectory_section", "lrmap_section", "noise_section",
@@ -186,13 +186,17 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
     recs = {str(r.get("name")): r for r in records}
     g = _Groups(items, style)
     charts = []
-    for key, title, ylabel, logy, hlines, caption in specs:
+    for key, title, ylabel, logy, hlines, caption, *ref in specs:
         if all(math.isnan(num(r.get(key))) for r in records):
             continue
         positive = (lambda n, k=key: num(recs[n].get(k)) if num(recs[n].get(k)) > 0 else math.nan) if logy \
             else (lambda n, k=key: recs[n].get(k))
-        svg = depth_chart(g.series(f"{prefix}-{key}", positive, labels=labels), ylabel=ylabel, xticks=g.ticks,
-                          logy=logy, hlines=hlines, width=width, height=height)
+        series = g.series(f"{prefix}-{key}", positive, labels=labels)
+        if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
+            names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
+            series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
+                                    color=BASELINE, marker="_", size=90.0))
+        svg = depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=width, height=height)
         charts.append(_chart(key, title, svg, caption))
     return charts, g.legend
 
@@ -231,7 +235,8 @@ def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
         ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [(UPDATE_REF, "1e-3")],
          "Reference line: Karpathy's ~1e-3 update-to-weight ratio."),
         ("subspace_overlap", "subspace overlap against depth", "overlap", False, [],
-         "Overlap of the top singular subspaces of A and B; compare with the random baseline in the table."),
+         "Overlap of the top singular subspaces of A and B; grey dashes: the overlap of random subspaces "
+         "of the same size (the baseline).", "overlap_baseline"),
         ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
         ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
     ], labels, style or Style())
