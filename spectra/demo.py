@@ -6,9 +6,10 @@ offline. It writes ``analysis.json`` (+ ``analysis.esd.npz``, the eigenvalues th
 computed from the results (the most over-trained layer, the most under-trained layer, and what
 the learning-rate map does with them).
 
->>> from spectra.demo import run_demo                 # doctest: +SKIP
->>> result = run_demo("reports/demo")
->>> [h.title for h in result.highlights]
+>>> from spectra.demo import run_demo
+>>> result = run_demo("reports/demo")              # doctest: +SKIP
+>>> [h.title for h in result.highlights]           # doctest: +SKIP
+['most over-trained layer', 'most under-trained layer', 'LR map (tempbalance)']
 """
 
 from __future__ import annotations

@@ -156,3 +156,11 @@ def test_colours_are_consistent_across_sections(analysis):
     assert {g["name"]: g["color"] for g in lr["legend"]} == alpha  # embeddings found by name, same colours
     svg = lr["charts"][0]["svg"]
     assert ">emb<" in svg  # depth 0 recognised as the embedding depth via the analysis' kinds
+
+
+def test_esd_grid_is_capped(analysis):
+    from spectra.report import sections
+
+    sec = sections.esd_section(analysis, limit=3)
+    assert len(sec["items"]) == 3 and sec["truncated"]
+    assert [i["name"] for i in sec["items"]][0] == "embeddings.word_embeddings"  # depth order
