@@ -59,6 +59,7 @@ decoupled weight decay (``base="sgd"``) or AdamW (``base="adam"``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -232,7 +233,7 @@ class DALS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         fracs, factors = self._depth_terms()
-        pending = []
+        pending: list[_Pending] = []
         for group, frac, factor in zip(self.param_groups, fracs, factors):
             t = group["step"]
             group["step"] = t + 1
@@ -246,19 +247,40 @@ class DALS(Optimizer):
             lr_t = group["lr"] * self._schedule(group, t, warm) * factor
             lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
             grads = _filter(grads, states, group, lamb if t >= warm else 0.0, foreach)
-            direction = _adam_direction if group["base"] == "adam" else _sgd_direction
-            updates = direction(grads, states, group, foreach)
+            if group["base"] == "adam":
+                updates, coefs = _adam_direction(grads, states, group, foreach)
+            else:
+                updates, coefs = _sgd_direction(grads, states, group, foreach), None
             adapt = [bool(group["trust_ratio"]) and p.ndim >= 2 for p in params]
-            pending.append((group, lr_t, params, updates, adapt, foreach))
-        scales = _trust_scales(pending)
-        for (group, lr_t, params, updates, adapt, foreach), scale in zip(pending, scales):
-            _apply(params, updates, adapt, scale, lr_t, group["weight_decay"], foreach)
+            pending.append(_Pending(group, lr_t, params, updates, coefs, adapt, foreach))
+        _trust_scales(pending)
+        for item in pending:
+            _apply(item)
         return loss
+
+
+@dataclass
+class _Pending:
+    """One group's step between the direction and the update (filled in by ``_trust_scales``).
+
+    The true update of tensor i is ``coefs[i] * updates[i]`` (Adam's bias corrections are folded into
+    ``coefs`` so no extra pass over the tensors is needed). ``updates`` may alias optimizer state
+    or ``p.grad`` and are never modified.
+    """
+
+    group: dict[str, Any]
+    lr: float
+    params: list[Tensor]
+    updates: list[Tensor]
+    coefs: list[float] | None
+    adapt: list[bool]
+    foreach: bool
+    scales: list[Tensor] = field(default_factory=list)
 
 
 def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb: float,
             foreach: bool) -> list[Tensor]:
-    """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter."""
+    """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter (p.grad untouched)."""
     if group["maximize"]:
         grads = list(torch._foreach_neg(grads)) if foreach else [-g for g in grads]
     if group["grokfast_lamb"] == 0.0:
@@ -271,14 +293,14 @@ def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb
             s["grokfast_ema"] = g.detach().clone(memory_format=torch.preserve_format)
     if lamb == 0.0:
         return grads
-    filtered = amplify(grads, [s["grokfast_ema"] for s in states], lamb, foreach=foreach)
-    if group["grokfast_normalize"]:  # keep the step size: the filter reweights frequencies only
-        if foreach:
-            torch._foreach_div_(filtered, 1.0 + lamb)
-        else:
-            for g in filtered:
-                g.div_(1.0 + lamb)
-    return filtered
+    emas = [s["grokfast_ema"] for s in states]
+    if not group["grokfast_normalize"]:
+        return amplify(grads, emas, lamb, foreach=foreach)
+    # (g + lamb h) / (1 + lamb) == lerp(g, h, lamb / (1 + lamb)): one pass, one new tensor each
+    weight = lamb / (1.0 + lamb)
+    if foreach:
+        return list(torch._foreach_lerp(grads, emas, weight))
+    return [g.lerp(h, weight) for g, h in zip(grads, emas)]
 
 
 def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:
@@ -306,8 +328,13 @@ def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any
     return [g.add(b, alpha=momentum) for g, b in zip(grads, bufs)]
 
 
-def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:
-    """Bias-corrected Adam direction ``m^ / (sqrt(v^) + eps)`` (new tensors)."""
+def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any],
+                    foreach: bool) -> tuple[list[Tensor], list[float]]:
+    """Adam direction ``m^ / (sqrt(v^) + eps)`` as ``coef * m / (sqrt(v) + eps sqrt(bc2))``.
+
+    With ``coef = sqrt(bc2) / bc1`` (``bc_k = 1 - beta_k^t``) this equals the bias-corrected form
+    exactly; the coefficient is applied to the trust-ratio norm and the final scale, not per element.
+    """
     beta1, beta2 = group["betas"]
     for s, g in zip(states, grads):
         if "exp_avg" not in s:
@@ -317,24 +344,22 @@ def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, An
         s["step"] += 1
     exp_avgs = [s["exp_avg"] for s in states]
     exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-    inv_bc1 = [1.0 / (1.0 - beta1 ** s["step"]) for s in states]
     bc2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
+    coefs = [c2 / (1.0 - beta1 ** s["step"]) for c2, s in zip(bc2_sqrt, states)]
+    eps = [group["eps"] * c2 for c2 in bc2_sqrt]
     if foreach:
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bc2_sqrt)
-        torch._foreach_add_(denom, group["eps"])
-        updates = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_mul_(updates, inv_bc1)
-        return list(updates)
+        torch._foreach_add_(denom, eps)
+        return list(torch._foreach_div(exp_avgs, denom)), coefs
     updates = []
-    for m, v, g, c1, c2 in zip(exp_avgs, exp_avg_sqs, grads, inv_bc1, bc2_sqrt):
+    for m, v, g, e in zip(exp_avgs, exp_avg_sqs, grads, eps):
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        updates.append((m / (v.sqrt() / c2).add_(group["eps"])).mul_(c1))
-    return updates
+        updates.append(m / v.sqrt().add_(e))
+    return updates, coefs
 
 
 def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
@@ -355,61 +380,75 @@ def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
     return out  # type: ignore[return-value]
 
 
-def _trust_scales(pending: list[tuple]) -> list[list[Tensor | None]]:
-    """Per tensor: its normalized trust ratio (0-d tensor on the parameter's device) or None."""
-    scales: list[list[Tensor | None]] = [[None] * len(p[2]) for p in pending]
-    picked = [(gi, i) for gi, p in enumerate(pending) for i, a in enumerate(p[4]) if a]
+def _trust_scales(pending: list[_Pending]) -> None:
+    """Fill ``item.scales`` with each adapted tensor's normalized trust ratio (0-d, on its device)."""
+    picked = [(item, i) for item in pending for i, a in enumerate(item.adapt) if a]
     if not picked:
-        return scales
-    ws = [pending[gi][2][i] for gi, i in picked]
-    us = [pending[gi][3][i] for gi, i in picked]
-    foreach = any(p[5] for p in pending)
+        return
+    foreach = any(item.foreach for item in pending)
+    ws = [item.params[i] for item, i in picked]
+    us = [item.updates[i] for item, i in picked]
+    u_norms = _norms(us, foreach)
+    coefs = [item.coefs[i] if item.coefs is not None else 1.0 for item, i in picked]
+    if any(c != 1.0 for c in coefs):  # ||coef * u|| without touching u
+        u_norms = list(torch._foreach_mul(u_norms, coefs)) if foreach else [n * c for n, c in zip(u_norms, coefs)]
     home = ws[0].device
     acc = torch.float64 if any(w.dtype == torch.float64 for w in ws) else torch.float32
     w_norm = torch.stack([n.to(home, acc) for n in _norms(ws, foreach)])
-    u_norm = torch.stack([n.to(home, acc) for n in _norms(us, foreach)])
+    u_norm = torch.stack([n.to(home, acc) for n in u_norms])
     tau = torch.empty_like(w_norm)
-    norm_mask = []
+    norm_mask: list[bool] = []
     start = 0
-    for gi, p in enumerate(pending):  # each group clips with its own band
-        count = sum(p[4])
+    for item in pending:  # each group clips with its own band
+        count = sum(item.adapt)
         if count:
-            group = p[0]
+            group = item.group
             tau[start:start + count] = trust_ratio(w_norm[start:start + count], u_norm[start:start + count],
                                                    clip=group["trust_clip"], eps=group["trust_eps"])
             norm_mask += [bool(group["normalize_trust"])] * count
         start += count
-    if any(norm_mask):
-        mask = torch.tensor(norm_mask, device="cpu")
-        if all(norm_mask):
-            tau = tau / tau.mean()
-        else:
-            idx = mask.nonzero().flatten().to(home)
-            tau = tau.index_copy(0, idx, tau.index_select(0, idx) / tau.index_select(0, idx).mean())
-    for (gi, i), value in zip(picked, tau.unbind()):
-        scales[gi][i] = value.to(pending[gi][2][i].device)
-    return scales
+    if all(norm_mask):
+        tau = tau / tau.mean()
+    elif any(norm_mask):
+        idx = torch.tensor([i for i, m in enumerate(norm_mask) if m]).to(home)
+        tau = tau.index_copy(0, idx, tau.index_select(0, idx) / tau.index_select(0, idx).mean())
+    values = tau.unbind()
+    for (item, i), value in zip(picked, values):
+        item.scales.append(value.to(item.params[i].device))
 
 
-def _apply(params: list[Tensor], updates: list[Tensor], adapt: list[bool], scale: list[Tensor | None],
-           lr: float, weight_decay: float, foreach: bool) -> None:
-    """``w <- w (1 - lr wd) - lr tau^ u``; exempt tensors use ``tau^ = 1``."""
-    if weight_decay != 0.0:
-        if foreach:
-            torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+def _apply(item: _Pending) -> None:
+    """``w <- w (1 - lr wd) - lr * scale * u``; scale = coef * tau^ (adapted) or coef (exempt)."""
+    params, updates, lr, wd = item.params, item.updates, item.lr, item.group["weight_decay"]
+    if wd != 0.0:
+        if item.foreach:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
         else:
             for p in params:
-                p.mul_(1.0 - lr * weight_decay)
-    scaled = [i for i, a in enumerate(adapt) if a]
-    plain = [i for i, a in enumerate(adapt) if not a]
-    if foreach:
-        if scaled:
-            steps = torch._foreach_mul([updates[i] for i in scaled], [scale[i] for i in scaled])
-            torch._foreach_add_([params[i] for i in scaled], steps, alpha=-lr)
-        if plain:
-            torch._foreach_add_([params[i] for i in plain], [updates[i] for i in plain], alpha=-lr)
-        return
-    for i in scaled:
-        params[i].add_(updates[i] * scale[i], alpha=-lr)
-    for i in plain:
-        params[i].add_(updates[i], alpha=-lr)
+                p.mul_(1.0 - lr * wd)
+    coefs = item.coefs if item.coefs is not None else [1.0] * len(params)
+    adapted = [i for i, a in enumerate(item.adapt) if a]
+    exempt = [i for i, a in enumerate(item.adapt) if not a]
+    if adapted:  # one fused pass: w += -lr * u * (coef tau^), the scale a 0-d device tensor
+        scales = item.scales
+        if item.coefs is not None:
+            scales = list(torch._foreach_mul(scales, [coefs[i] for i in adapted])) if item.foreach else \
+                [s * coefs[i] for s, i in zip(scales, adapted)]
+        ps, us = [params[i] for i in adapted], [updates[i] for i in adapted]
+        if item.foreach:
+            torch._foreach_addcmul_(ps, us, scales, value=-lr)
+        else:
+            for p, u, s in zip(ps, us, scales):
+                p.addcmul_(u, s, value=-lr)
+    if exempt:
+        ps, us, factors = [params[i] for i in exempt], [updates[i] for i in exempt], [coefs[i] for i in exempt]
+        if any(f != 1.0 for f in factors):
+            if item.foreach:
+                us = list(torch._foreach_mul(us, factors))
+            else:
+                us = [u * f for u, f in zip(us, factors)]
+        if item.foreach:
+            torch._foreach_add_(ps, us, alpha=-lr)
+        else:
+            for p, u in zip(ps, us):
+                p.add_(u, alpha=-lr)
