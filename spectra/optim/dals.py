@@ -32,6 +32,8 @@ every group when no group carries a ``depth``) and warmup length ``W`` steps:
    the depths present (``depth_decay=xi``, default 1 = off; an LR map is the preferred source of
    per-layer factors).
 6. Update with decoupled decay: ``w <- w (1 - eta_l eta(t) D_l wd) - eta_l eta(t) D_l tau^ u``.
+   Each group records ``eta_l eta(t) D_l`` of its last step under ``group["scheduled_lr"]`` (for logs;
+   ``group["lr"]`` stays the peak so torch schedulers and LR maps compose).
 
 Open choices and what we chose (see shared research notes, section 6a):
 
@@ -245,6 +247,7 @@ class DALS(Optimizer):
                 foreach = len({p.device for p in params}) == 1 and params[0].is_cuda
             warm = warmup_steps(group["warmup"], group["total_steps"])
             lr_t = group["lr"] * self._schedule(group, t, warm) * factor
+            group["scheduled_lr"] = lr_t  # for logging: the LR this step used, before trust ratios
             lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
             grads = _filter(grads, states, group, lamb if t >= warm else 0.0, foreach)
             if group["base"] == "adam":

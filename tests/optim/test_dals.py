@@ -159,7 +159,8 @@ def test_phase_cosine_schedule_is_built_in():
         opt.step()
         factor = phase_cosine(t, total_steps=total, warmup=warm, min_ratio=0.1)
         torch.testing.assert_close(before - w.detach(), torch.tensor([0.5 * factor], dtype=torch.float64))
-    assert opt.param_groups[0]["step"] == total + 3
+        assert opt.param_groups[0]["scheduled_lr"] == pytest.approx(0.5 * factor)
+    assert opt.param_groups[0]["step"] == total + 3 and opt.param_groups[0]["lr"] == 0.5
 
 
 def test_group_lr_is_used_as_is_and_lr_multiplier_not_reapplied():
