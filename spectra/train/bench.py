@@ -216,7 +216,8 @@ def _run_grid(grid, epochs, target, dev, task_args, progress) -> tuple[list[Benc
         curve = tuple(h["eval_metric"] if h["eval_metric"] is not None else math.nan for h in result.history)
         runs.append(BenchRun(task, strategy.name, seed, result.final_metric, result.best_metric,
                              result.epochs_to(target), result.wall_time, result.status, curve))
-        meta.setdefault(task, {"lr": {}, "regime": result.task_meta.get("regime", ""), **_task_meta(task, args)})
+        meta.setdefault(task, {"lr": {}, "regime": result.task_meta.get("regime", ""),
+                               "classes": result.task_meta.get("classes"), **_task_meta(task, args)})
         meta[task]["lr"][strategy.name] = result.config["lr"]
         log.info("%s / %s / seed %d: final %.4f in %.1fs", task, strategy.name, seed, result.final_metric, result.wall_time)
         if progress is not None:
@@ -256,49 +257,14 @@ def paper_comparison(result: BenchResult) -> list[str]:
     """Plain sentences, one per claim of the paper, saying whether our runs agree (with numbers)."""
     summary = result.summary()
     tasks = result.config["tasks"]
-    target = result.config["target"]
-    out: list[str] = []
-
-    def ranked(task: str) -> list[dict[str, Any]]:
-        return sorted((r for r in summary if r["task"] == task), key=lambda r: -r["mean"])
-
-    if "synthetic" in tasks and _row(summary, "synthetic", "dals"):
-        order = ranked("synthetic")
-        dals = _row(summary, "synthetic", "dals")
-        rank = [r["strategy"] for r in order].index("dals") + 1
-        within = order[0]["mean"] - dals["mean"] <= max(dals["std"], order[0]["std"])
-        verdict = "agree" if rank == 1 else ("partly agree (within one standard deviation of the best)" if within else "disagree")
-        out.append(f"**DALS is best on synthetic data (paper: 98.0%).** Ours: DALS {_pct(dals['mean'])} +/- "
-                   f"{_pct(dals['std'])}, rank {rank} of {len(order)}; best is {order[0]['strategy']} with "
-                   f"{_pct(order[0]['mean'])}. We {verdict}.")
-    fast = _row(summary, "synthetic", "dals-fast") if "synthetic" in tasks else None
-    if fast:
-        runs = [r.epochs_to_target for r in result.runs if r.task == "synthetic" and r.strategy == "dals-fast"]
-        shown = ", ".join("never" if e is None else str(e) for e in runs)
-        ok = all(e is not None and e <= 3 for e in runs)
-        out.append(f"**DALS-Fast reaches 90% in 3 epochs (paper, synthetic).** Ours: epochs to {_pct(target)} per seed: "
-                   f"{shown}. We {'agree' if ok else 'disagree'}.")
     regime = {t: result.config["task_meta"].get(t, {}).get("regime", "") for t in tasks}
-    scratch = [t for t in tasks if regime[t] == "from scratch"]
-    for task in scratch:
-        stlr, radam = _row(summary, task, "stlr"), _row(summary, task, "radam")
-        if stlr and radam:
-            gap = radam["mean"] - stlr["mean"]
-            verdict = ("agree: STLR+discriminative collapses" if gap > 0.2 else
-                       "disagree: no collapse (it trails RAdam by less than 20 points)" if gap > 0 else
-                       "disagree: STLR+discriminative is not worse than RAdam here")
-            out.append(f"**STLR+discriminative collapses from scratch (paper, TREC-6: 43.6% vs RAdam 96.8%).** "
-                       f"Ours on {task}: STLR {_pct(stlr['mean'])} vs RAdam {_pct(radam['mean'])}; we {verdict}.")
-    finetune = [t for t in tasks if regime[t] == "fine-tuning"]
-    for task in finetune:
-        order = [r["strategy"] for r in ranked(task)]
-        top = order[: max(3, len(order) // 3)]
-        notes = ", ".join(f"{n} rank {order.index(n) + 1}" for n in ("dals", "sgd", "radam", "lookahead") if n in order)
-        falter = all(n not in top for n in ("dals", "sgd") if n in order)
-        excel = any(n in top for n in ("radam", "lookahead"))
-        out.append(f"**From-scratch winners (DALS, fixed SGD) falter on fine-tuning; RAdam and Lookahead excel.** "
-                   f"Ours on {task} ({len(order)} strategies; top third: {', '.join(top)}): {notes}. "
-                   f"We {'agree' if falter and excel else 'partly agree' if falter or excel else 'disagree'}.")
+    out: list[str] = []
+    if "synthetic" in tasks:
+        out += _claim_dals_best(summary) + _claim_dals_fast(result)
+    for task in (t for t in tasks if regime[t] == "from scratch"):
+        out += _claim_stlr_collapse(summary, task)
+    for task in (t for t in tasks if regime[t] == "fine-tuning"):
+        out += _claim_fine_tuning(summary, task)
     for task in tasks:
         base, mapped = _row(summary, task, "dals"), _row(summary, task, "dals+llr")
         if base and mapped:
@@ -306,7 +272,88 @@ def paper_comparison(result: BenchResult) -> list[str]:
             noise = max(base["std"], mapped["std"])
             effect = "within seed noise" if abs(diff) <= noise else ("better" if diff > 0 else "worse")
             out.append(f"**DALS + spectra LLR map vs DALS (ours, no paper claim)** on {task}: "
-                       f"{_pct(mapped['mean'])} vs {_pct(base['mean'])} ({diff * 100:+.1f} points; {effect}).")
+                       f"{_pct(mapped['mean'])} vs {_pct(base['mean'])} ({diff * 100:+.1f} points, seed std up to "
+                       f"{_pct(noise)}; {effect}).")
+    out += _collapsed_runs(result)
+    return out
+
+
+def _ranked(summary: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    return sorted((r for r in summary if r["task"] == task), key=lambda r: -r["mean"])
+
+
+def _claim_dals_best(summary: list[dict[str, Any]]) -> list[str]:
+    dals = _row(summary, "synthetic", "dals")
+    if not dals:
+        return []
+    order = _ranked(summary, "synthetic")
+    rank = [r["strategy"] for r in order].index("dals") + 1
+    gap = order[0]["mean"] - dals["mean"]
+    verdict = ("agree" if rank == 1 else "partly agree: DALS is within one seed standard deviation of the best"
+               if gap <= max(dals["std"], order[0]["std"]) else "disagree")
+    return [f"**DALS is best on synthetic data (paper: 98.0%).** Ours: DALS {_pct(dals['mean'])} +/- {_pct(dals['std'])}, "
+            f"rank {rank} of {len(order)}, {gap * 100:.1f} points behind the best ({order[0]['strategy']}, "
+            f"{_pct(order[0]['mean'])}); all {len(order)} strategies end between {_pct(order[-1]['mean'])} and "
+            f"{_pct(order[0]['mean'])}. We {verdict}."]
+
+
+def _claim_dals_fast(result: BenchResult) -> list[str]:
+    runs = [r.epochs_to_target for r in result.runs if r.task == "synthetic" and r.strategy == "dals-fast"]
+    if not runs:
+        return []
+    shown = ", ".join("never" if e is None else str(e) for e in runs)
+    within = sum(e is not None and e <= 3 for e in runs)
+    verdict = "agree" if within == len(runs) else "disagree" if within == 0 else f"partly agree ({within} of {len(runs)} seeds)"
+    return [f"**DALS-Fast reaches 90% in 3 epochs (paper, synthetic).** Ours: epochs to "
+            f"{_pct(result.config['target'])} per seed: {shown}. We {verdict}."]
+
+
+def _claim_stlr_collapse(summary: list[dict[str, Any]], task: str) -> list[str]:
+    stlr, radam = _row(summary, task, "stlr"), _row(summary, task, "radam")
+    if not (stlr and radam):
+        return []
+    gap = radam["mean"] - stlr["mean"]
+    verdict = ("agree: STLR+discriminative collapses" if gap > 0.2 else
+               "disagree: no collapse (it trails RAdam by less than 20 points)" if gap > 0 else
+               "disagree: STLR+discriminative is not worse than RAdam here")
+    return [f"**STLR+discriminative collapses from scratch (paper, TREC-6: 43.6% vs RAdam 96.8%).** Ours on {task}: "
+            f"STLR {_pct(stlr['mean'])} vs RAdam {_pct(radam['mean'])}; we {verdict}."]
+
+
+def _claim_fine_tuning(summary: list[dict[str, Any]], task: str) -> list[str]:
+    order = [r["strategy"] for r in _ranked(summary, task)]
+    third = max(3, len(order) // 3)
+    top, bottom = order[:third], order[-third:]
+
+    def verdict(name: str, want: str) -> str:
+        if name not in order:
+            return ""
+        rank = order.index(name) + 1
+        place = "top third" if name in top else "bottom third" if name in bottom else "middle third"
+        ok = (want == "falter" and name not in top) or (want == "excel" and name in top)
+        return f"{name} rank {rank} ({place}: {'agrees' if ok else 'disagrees'})"
+
+    parts = [v for v in (verdict("dals", "falter"), verdict("sgd", "falter"), verdict("radam", "excel"),
+                         verdict("lookahead", "excel")) if v]
+    return [f"**From-scratch winners (DALS, fixed SGD) falter on fine-tuning; adaptive RAdam and Lookahead excel.** "
+            f"Ours on {task}, {len(order)} strategies ranked by mean final accuracy: {'; '.join(parts)}."]
+
+
+def _collapsed_runs(result: BenchResult) -> list[str]:
+    """Runs that ended at chance level (final metric < 1.5 / classes): instabilities worth knowing."""
+    out = []
+    for task in result.config["tasks"]:
+        classes = result.config["task_meta"].get(task, {}).get("classes")
+        if not classes:
+            continue
+        bad = [r for r in result.runs if r.task == task and not r.final >= 1.5 / classes]
+        by_strategy: dict[str, list[int]] = {}
+        for r in bad:
+            by_strategy.setdefault(r.strategy, []).append(r.seed)
+        if by_strategy:
+            listed = "; ".join(f"{k} (seeds {', '.join(map(str, v))})" for k, v in by_strategy.items())
+            out.append(f"**Runs that ended at chance level** on {task} (final accuracy below 1.5 / {classes} classes): "
+                       f"{listed}.")
     return out
 
 

@@ -16,7 +16,7 @@ def fake(rows, tasks=("synthetic",), regime=None):
     runs = tuple(BenchRun(t, s, seed, f, f, e, 1.0, "complete", (0.1, f)) for t, s, seed, f, e in rows)
     names = list(dict.fromkeys(r.strategy for r in runs))
     regime = regime or {t: "from scratch" for t in tasks}
-    meta = {t: {"regime": regime[t], "description": t, "lr": {n: 0.05 for n in names}} for t in tasks}
+    meta = {t: {"regime": regime[t], "description": t, "classes": 4, "lr": {n: 0.05 for n in names}} for t in tasks}
     return BenchResult(runs, {"tasks": list(tasks), "strategies": names, "seeds": 3, "epochs": 1, "target": 0.9,
                               "task_meta": meta, "machine": "test", "total_time": 0.0, "created": "now", "device": "cpu"})
 
@@ -38,7 +38,7 @@ def test_claims_agree_when_dals_wins_and_stlr_collapses():
         rows += [("synthetic", "dals", seed, 0.98, 2), ("synthetic", "dals-fast", seed, 0.95, 3),
                  ("synthetic", "stlr", seed, 0.44, None), ("synthetic", "radam", seed, 0.97, 2)]
     lines = paper_comparison(fake(rows))
-    assert "rank 1 of 4" in lines[0] and lines[0].endswith("We agree.")
+    assert "rank 1 of 4, 0.0 points behind the best" in lines[0] and lines[0].endswith("We agree.")
     assert "3, 3, 3. We agree." in lines[1]
     assert "STLR 44.0% vs RAdam 97.0%; we agree: STLR+discriminative collapses" in lines[2]
 
@@ -61,7 +61,19 @@ def test_fine_tuning_claim_uses_ranks():
     rows = [("ft", name, 0, acc, None) for name, acc in
             [("radam", 0.97), ("lookahead", 0.96), ("adam", 0.95), ("sgd", 0.5), ("dals", 0.4), ("lars", 0.3)]]
     lines = paper_comparison(fake(rows, tasks=("ft",), regime={"ft": "fine-tuning"}))
-    assert "dals rank 5, sgd rank 4, radam rank 1, lookahead rank 2. We agree." in lines[0]
+    # 6 strategies: thirds of 3 (max(3, 6 // 3)), so top = radam, lookahead, adam and bottom = sgd, dals, lars
+    assert ("dals rank 5 (bottom third: agrees); sgd rank 4 (bottom third: agrees); radam rank 1 (top third: agrees); "
+            "lookahead rank 2 (top third: agrees).") in lines[0]
+
+
+def test_dals_fast_partial_and_chance_level_runs_are_reported():
+    rows = [("synthetic", "dals-fast", 0, 0.95, 2), ("synthetic", "dals-fast", 1, 0.95, 5),
+            ("synthetic", "sgd", 0, 0.30, None), ("synthetic", "sgd", 1, 0.95, 2)]
+    lines = paper_comparison(fake(rows))
+    assert lines[0].endswith("2, 5. We partly agree (1 of 2 seeds).")
+    # 4 classes: chance-level threshold 1.5 / 4 = 0.375, so sgd seed 0 (0.30) is flagged
+    assert lines[-1] == ("**Runs that ended at chance level** on synthetic (final accuracy below 1.5 / 4 classes): "
+                         "sgd (seeds 0).")
 
 
 def test_initial_lrmap_is_mean_one_and_reproducible():
