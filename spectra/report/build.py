@@ -329,8 +329,8 @@ OPTIONAL_COLUMNS = {
                           _extra("trajectory", "delta")),),
 }
 TAIL_COLUMNS = (
-    Column("status", "status", "success, failed or skipped", _attr("status"), numeric=False),
-    Column("note", "note", "warning or reason", lambda r, e: r.warning or r.reason, numeric=False),
+    Column("note", "note", "HT-SR warning, or status and reason when not fitted",
+           lambda r, e: r.warning or (f"{r.status}: {r.reason}" if r.status != "success" else r.reason), numeric=False),
 )
 
 
@@ -362,7 +362,7 @@ def table(analysis: Analysis, joins: Mapping[str, Mapping[str, Mapping]]) -> tup
                 cells.append({"text": "" if value is None else str(value), "sort": "" if value is None else str(value),
                               "num": False})
         rows.append({"name": r.name, "kind": r.kind, "status": r.status, "warning": r.warning, "cells": cells})
-    keep = [i for i, c in enumerate(cols) if c.key in ("name", "status") or any(row["cells"][i]["sort"] for row in rows)]
+    keep = [i for i, c in enumerate(cols) if c.key in ("name", "note") or any(row["cells"][i]["sort"] for row in rows)]
     cols = [cols[i] for i in keep]
     for row in rows:
         row["cells"] = [row["cells"][i] for i in keep]

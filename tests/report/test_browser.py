@@ -102,3 +102,16 @@ def test_esd_enlarges_on_click(page):
     title = page.evaluate("document.getElementById('esd-dialog-title').textContent")
     assert title == page.evaluate("document.querySelector('.esd-card').dataset.name")
     page.evaluate("document.getElementById('esd-dialog').close()")
+
+
+def test_committed_demo_report_loads_cleanly():
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "reports" / "demo" / "report.html"
+    if not demo.is_file():
+        pytest.skip("no committed demo report")
+    with Chromium() as browser:
+        page = browser.open(demo)
+        assert page.errors() == []
+        assert page.evaluate("document.querySelectorAll('#layer-table tbody tr').length") >= 37
+        assert page.evaluate("document.querySelectorAll('.esd-card svg').length") >= 37

@@ -108,6 +108,7 @@ def test_table_columns_follow_inputs_and_rows_sort(analysis):
     lr = keys.index("lr")
     first = rows[0]
     assert first["name"] == "embeddings.position_ids"  # depth 0 first, natural order
+    assert first["cells"][-1]["text"].startswith("skipped: non-floating dtype")
     assert [r["name"] for r in rows][1] == "embeddings.word_embeddings"
     word = rows[1]
     assert float(word["cells"][lr]["sort"]) == lrmap["layers"][0]["multiplier"]
@@ -121,4 +122,4 @@ def test_table_drops_empty_columns():
                  config={}, checkpoint="x", created="")
     keys = [c.key for c in build.table(a, {})[0]]
     assert "alpha_ci" not in keys and "entropy" not in keys
-    assert keys[:2] == ["name", "kind"] and "status" in keys
+    assert keys[:2] == ["name", "kind"] and keys[-1] == "note"
