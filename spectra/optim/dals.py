@@ -267,8 +267,9 @@ class _Pending:
     """One group's step between the direction and the update (filled in by ``_trust_scales``).
 
     The true update of tensor i is ``coefs[i] * updates[i]`` (Adam's bias corrections are folded into
-    ``coefs`` so no extra pass over the tensors is needed). ``updates`` may alias optimizer state
-    or ``p.grad`` and are never modified.
+    ``coefs`` so no extra pass over the tensors is needed). Without coefs (SGD base) ``updates`` may
+    alias optimizer state or ``p.grad`` and are never modified; with coefs (Adam base) they are
+    temporaries.
     """
 
     group: dict[str, Any]
@@ -445,11 +446,12 @@ def _apply(item: _Pending) -> None:
                 p.addcmul_(u, s, value=-lr)
     if exempt:
         ps, us, factors = [params[i] for i in exempt], [updates[i] for i in exempt], [coefs[i] for i in exempt]
-        if any(f != 1.0 for f in factors):
+        if any(f != 1.0 for f in factors):  # only the Adam base has coefs; its updates are temporaries
             if item.foreach:
-                us = list(torch._foreach_mul(us, factors))
+                torch._foreach_mul_(us, factors)
             else:
-                us = [u * f for u, f in zip(us, factors)]
+                for u, f in zip(us, factors):
+                    u.mul_(f)
         if item.foreach:
             torch._foreach_add_(ps, us, alpha=-lr)
         else:
