@@ -20,7 +20,7 @@ from ..results import Analysis, LayerResult
 from .plots import PALETTE
 
 __all__ = ["Alert", "Column", "fmt", "num", "roles", "role_colors", "positions", "depth_ticks",
-           "alerts", "cards", "table", "param_count", "by_name", "ordered"]
+           "alerts", "cards", "table", "param_count", "by_name", "ordered", "sanitize"]
 
 #: Reference size of one update relative to the weights (Karpathy, makemore part 3).
 UPDATE_REF = 1e-3
@@ -55,6 +55,37 @@ def fmt(value: Any, digits: int = 3) -> str:
 def by_name(records: Iterable[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
     """Index JSON layer records by their ``name``."""
     return {str(r.get("name")): r for r in (records or []) if isinstance(r, Mapping)}
+
+
+def _int_or_none(value: Any) -> int | None:
+    x = num(value)
+    return None if math.isnan(x) else int(x)
+
+
+def sanitize(analysis: Analysis) -> Analysis:
+    """A copy whose numeric fields really are numbers (a hand-edited or crafted JSON file may put
+    strings there); non-numbers become NaN/None, so the page shows '–' and never breaks."""
+    import dataclasses
+
+    layers = []
+    for rec in analysis.layers:
+        fixes: dict[str, Any] = {}
+        for f in dataclasses.fields(rec):
+            value = getattr(rec, f.name)
+            if f.type == "float":
+                fixes[f.name] = num(value)
+            elif f.type == "int | None":
+                fixes[f.name] = _int_or_none(value)
+            elif f.type == "int":
+                fixes[f.name] = _int_or_none(value) or 0
+        shape = rec.shape if isinstance(rec.shape, (tuple, list)) else ()
+        fixes["shape"] = tuple(int(num(v)) if not math.isnan(num(v)) else 0 for v in shape)
+        ci = rec.alpha_ci
+        fixes["alpha_ci"] = (num(ci[0]), num(ci[1])) if isinstance(ci, (tuple, list)) and len(ci) == 2 else None
+        for key in ("name", "param", "kind", "status", "reason", "warning"):
+            fixes[key] = str(getattr(rec, key))
+        layers.append(dataclasses.replace(rec, **fixes))
+    return dataclasses.replace(analysis, layers=tuple(layers))
 
 
 # ----------------------------------------------------------------------------- colour groups
@@ -206,8 +237,9 @@ def _group_reasons(recs: Sequence[LayerResult]) -> dict[str, list[LayerResult]]:
 def param_count(analysis: Analysis) -> int:
     """Parameters in the analysed checkpoint's weight matrices (each tensor key counted once)."""
     for key in ("num_params", "parameters", "total_params"):
-        if isinstance(analysis.summary.get(key), (int, float)):
-            return int(analysis.summary[key])
+        value = analysis.summary.get(key)
+        if not isinstance(value, bool) and not math.isnan(num(value)):
+            return int(num(value))
     seen: dict[str, int] = {}
     for r in analysis.layers:
         seen.setdefault(r.param, math.prod(r.shape) if r.shape else 0)

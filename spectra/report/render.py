@@ -71,6 +71,18 @@ def load_json(source: Any, schema: str) -> dict[str, Any] | None:
     else:
         raise ConfigError(f"cannot read a {schema} input from a {type(source).__name__}")
     check_schema(data, schema, origin)
+    return _clean_side(data)
+
+
+def _clean_side(data: dict[str, Any]) -> dict[str, Any]:
+    """Keep only well-shaped parts of a side input: record lists of objects, mappings where
+    mappings are expected (files can be hand-edited; the page must not break on them)."""
+    for key in ("layers", "mismatched", "vectors", "by_depth"):
+        value = data.get(key)
+        data[key] = [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
+    for key in ("options", "summary", "config"):
+        if not isinstance(data.get(key), Mapping):
+            data[key] = {}
     return data
 
 
@@ -116,7 +128,7 @@ def render_report(
     jinja2 = require("jinja2", "report")
     if isinstance(analyses, Analysis):
         analyses = [analyses]
-    analyses = list(analyses)
+    analyses = [build.sanitize(a) for a in analyses]
     if not analyses:
         raise ConfigError("render_report needs at least one analysis")
     lrmap, noise, diff = load_json(lrmap, LRMAP_SCHEMA), load_json(noise, NOISE_SCHEMA), load_json(diff, DIFF_SCHEMA)

@@ -164,3 +164,32 @@ def test_esd_grid_is_capped(analysis):
     sec = sections.esd_section(analysis, limit=3)
     assert len(sec["items"]) == 3 and sec["truncated"]
     assert [i["name"] for i in sec["items"]][0] == "embeddings.word_embeddings"  # depth order
+
+
+def test_crafted_analysis_json_with_wrong_types(tmp_path):
+    """Numbers replaced by markup in a hand-edited analysis file: rendered as text, never as HTML."""
+    a = make_analysis(blocks=1)
+    data = a.to_dict()
+    bad = '<img src=x onerror="alert(3)">'
+    rec = data["layers"][1]
+    rec.update(depth=bad, alpha=bad, num_pl_spikes=bad, num_traps=bad, N=bad, shape=[bad, 3], xmin=bad)
+    data["config"] = {bad: bad}
+    data["summary"] = {"num_params": bad}
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps(data))
+    html = render_report(load_analysis(path))
+    page = _parse(html)
+    assert "img" not in page.tags and page.tags.count("script") == 2
+    assert bad in "".join(page.text)
+
+
+def test_crafted_side_inputs_do_not_break_the_page(analysis):
+    lrmap = make_lrmap(analysis)
+    lrmap.update(options=["not", "a", "dict"], layers=lrmap["layers"] + ["junk", 3])
+    lrmap["layers"][0] = dict(lrmap["layers"][0], depth="<b>", multiplier="<i>x</i>")
+    noise = make_noise(analysis)
+    noise["layers"].append(None)
+    noise["summary"] = "<script>"
+    html = render_report(analysis, lrmap=lrmap, noise=noise)
+    page = _parse(html)
+    assert "b" not in page.tags and "i" not in page.tags and page.tags.count("script") == 2
