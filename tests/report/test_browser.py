@@ -115,3 +115,21 @@ def test_committed_demo_report_loads_cleanly():
         assert page.errors() == []
         assert page.evaluate("document.querySelectorAll('#layer-table tbody tr').length") >= 37
         assert page.evaluate("document.querySelectorAll('.esd-card svg').length") >= 37
+
+
+def test_cli_screenshot(tmp_path):
+    import struct
+
+    from typer.testing import CliRunner
+
+    from spectra.cli import app
+
+    make_analysis(blocks=1).to_json(tmp_path / "a.json")
+    png = tmp_path / "shot.png"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "a.json"), "-o", str(tmp_path / "r.html"),
+                                      "--screenshot", str(png)])
+    assert result.exit_code == 0, result.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == 1400 and height > 1500  # the whole page, not just the first screen
