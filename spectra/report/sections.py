@@ -243,8 +243,43 @@ def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
     summ = diff.get("summary") or {}
     facts = [("A", diff.get("a", "")), ("B", diff.get("b", ""))] + [(str(k), fmt(v)) for k, v in summ.items()
                                                                      if not isinstance(v, (dict, list))][:8]
+    act = diff.get("activations")
     return {"charts": charts, "legend": legend, "labels": labels, "facts": facts,
-            "activations": _generic_table(diff.get("activations"))}
+            "act_charts": _activation_charts(act, labels), "activations": _generic_table(act)}
+
+
+#: Activation-geometry fields drawn for weights A (grey) and B (blue) against block depth.
+ACTIVATION_CHARTS = (
+    ("alignment", "update alignment with its tokenwise part", "mean cos(D, T)", None),
+    ("residual_energy", "residual energy of the update", "Σ‖r‖² / Σ‖D‖²", None),
+    ("projection_update", "update in the dominant tokenwise subspace", "projection", "projection_baseline"),
+)
+
+
+def _activation_charts(act: Any, labels: dict) -> list[dict]:
+    """Per-block activation geometry (the ``activations`` section of a diff), A against B."""
+    rows = act.get("layers") if isinstance(act, Mapping) else None
+    if not isinstance(rows, list):
+        return []
+    rows = [r for r in rows if isinstance(r, Mapping)]
+    charts = []
+    for key, title, ylabel, ref in ACTIVATION_CHARTS:
+        if all(math.isnan(num(r.get(f"{key}_a"))) and math.isnan(num(r.get(f"{key}_b"))) for r in rows):
+            continue
+        xs = [num(r.get("depth")) if not math.isnan(num(r.get("depth"))) else i + 1 for i, r in enumerate(rows)]
+        names = [str(r.get("name", i)) for i, r in enumerate(rows)]
+        series = []
+        if ref:
+            series.append(Series(x=xs, y=[num(r.get(ref)) for r in rows], color=BASELINE, marker="_", size=90.0))
+        for tag, color in (("a", BASELINE), ("b", PALETTE[0])):
+            gid = f"act-{key}-{tag}"
+            labels[gid] = [f"{n} ({tag.upper()})" for n in names]
+            series.append(Series(x=xs, y=[num(r.get(f"{key}_{tag}")) for r in rows], color=color, gid=gid, line=True))
+        ticks = [(x, str(int(x))) for x in sorted(set(xs))]
+        charts.append(_chart(f"act-{key}", title, depth_chart(series, ylabel=ylabel, xticks=ticks, width=6.2,
+                                                              height=2.6, xlabel="block"),
+                             "Grey: checkpoint A; blue: checkpoint B." + (" Dashes: random baseline k/d." if ref else "")))
+    return charts
 
 
 def _generic_table(data: Any) -> dict[str, Any] | None:

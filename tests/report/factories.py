@@ -93,4 +93,8 @@ def make_diff(analysis: Analysis) -> dict:
     return {"schema": "spectra.diff/1", "spectra_version": "0.1.0", "created": "now", "a": "a.pt", "b": "b.pt",
             "config": {}, "summary": {"median_rel_update": 1e-3}, "by_depth": [],
             "layers": layers, "mismatched": [{"param": "extra.weight", "reason": "only in B"}],
-            "activations": {"layers": [{"name": "encoder.layer.0", "cka": 0.91, "effective_rank": 12.5}]}}
+            "activations": {"config": {"k": 8}, "layers": [
+                {"name": f"encoder.layer.{i}", "depth": i + 1, "tokens": 64, "dim": 64, "projection_baseline": 0.125,
+                 "alignment_a": 0.5 + i / 10, "alignment_b": 0.6 + i / 10, "residual_energy_a": 0.3,
+                 "residual_energy_b": 0.25, "projection_update_a": 0.4, "projection_update_b": 0.45}
+                for i in range(2)]}}

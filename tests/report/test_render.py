@@ -50,7 +50,9 @@ def test_report_has_every_section(analysis):
         assert f'id="{section}"' in html
     assert html.count('class="esd-card') == len(analysis.evals)
     assert html.count("<tr data-name=") == len(analysis.layers)
-    assert "Activation geometry" in html and "cka" in html
+    assert "Activation geometry" in html and "alignment_b" in html  # table of every field
+    for key in ("alignment", "residual_energy", "projection_update"):
+        assert f'data-chart="act-{key}"' in html
     assert 'id="trajectory"' not in html  # one checkpoint: no trajectory
 
 
