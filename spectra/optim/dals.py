@@ -47,12 +47,16 @@ Open choices and what we chose (see shared research notes, section 6a):
   weight-decay term in the denominator (the decay is decoupled), then mean-normalized.
 * Hyperparameters: Grokfast reference values (a = 0.98, lambda = 2), warmup 5 %, cosine floor 1 %.
 
-Variants: ``DALS(...)`` (the default above), :meth:`DALS.fast` ("DALS-Fast": 2 % warmup, peak x2
-and a short Grokfast memory a = 0.9; the notes' guess lambda = 5 with a = 0.98 oscillated on short
-toy runs, so the speed comes from the peak and the shorter EMA) and :meth:`DALS.finetune` ("DALS-FT", our name for the unnamed third variant:
-Adam base, 10 % warmup, mild depth decay xi = 0.9, lambda = 1; the abstract reports that DALS
-falters on fine-tuning where adaptive methods excel and that directional depth biases need
-pretrained features, so the third variant is the fine-tuning one).
+Variants (presets in :data:`PRESETS`, registry names ``dals``, ``dals-fast``, ``dals-ft``):
+
+* ``DALS(...)``: the defaults above.
+* :meth:`DALS.fast` ("DALS-Fast"): 2 % warmup, schedule peak x2 and a short Grokfast memory
+  (a = 0.9). The notes' guess, lambda = 5 with a = 0.98, oscillated on short toy runs, so the speed
+  comes from the peak and the shorter EMA.
+* :meth:`DALS.finetune` ("DALS-FT", our name for the unnamed third variant): Adam base, 10 %
+  warmup, mild depth decay xi = 0.9, lambda = 1. The abstract reports that DALS falters on
+  fine-tuning, where adaptive methods excel, and that directional depth biases need pretrained
+  features; so the third variant is the fine-tuning one.
 
 With ``schedule=False, grokfast_lamb=0, trust_ratio=False`` DALS is exactly momentum SGD with
 decoupled weight decay (``base="sgd"``) or AdamW (``base="adam"``).
@@ -81,7 +85,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dals-ft": dict(base="adam", warmup=0.1, depth_decay=0.9, grokfast_lamb=1.0),
 }
 
-_BACKFILL = dict(grokfast_normalize=True, peak_factor=1.0, depth_decay=1.0, normalize_trust=True, maximize=False, foreach=None, step=0)
+_BACKFILL = dict(grokfast_normalize=True, peak_factor=1.0, depth_decay=1.0, normalize_trust=True, maximize=False,
+                 foreach=None, step=0)
 
 
 def trust_ratio(w_norm: Tensor, u_norm: Tensor, *, clip: tuple[float, float] = (0.1, 10.0),
@@ -169,7 +174,8 @@ class DALS(Optimizer):
             dampening=dampening, nesterov=nesterov, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             schedule=schedule, min_lr_ratio=min_lr_ratio, peak_factor=peak_factor,
             grokfast_alpha=grokfast_alpha, grokfast_lamb=grokfast_lamb, grokfast_floor=grokfast_floor,
-            grokfast_normalize=grokfast_normalize, trust_ratio=trust_ratio, trust_clip=tuple(trust_clip), trust_eps=trust_eps,
+            grokfast_normalize=grokfast_normalize, trust_ratio=trust_ratio, trust_clip=tuple(trust_clip),
+            trust_eps=trust_eps,
             normalize_trust=normalize_trust, depth_decay=depth_decay, maximize=maximize, foreach=foreach,
             step=0,
         )

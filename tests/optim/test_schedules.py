@@ -15,7 +15,8 @@ from spectra.optim.schedules import (cosine_scheduler, phase_cosine, step_decay,
 def test_phase_cosine_by_hand():
     # warmup 4 of 14 steps: (t + 1) / 4, then cosine over the remaining 10 steps down to 0.2
     assert [phase_cosine(t, total_steps=14, warmup=4, min_ratio=0.2) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert phase_cosine(9, total_steps=14, warmup=4, min_ratio=0.2) == pytest.approx(0.2 + 0.4 * (1 + math.cos(math.pi / 2)))
+    halfway = 0.2 + 0.4 * (1 + math.cos(math.pi / 2))
+    assert phase_cosine(9, total_steps=14, warmup=4, min_ratio=0.2) == pytest.approx(halfway)
     assert phase_cosine(14, total_steps=14, warmup=4, min_ratio=0.2) == pytest.approx(0.2)
     assert phase_cosine(100, total_steps=14, warmup=4, min_ratio=0.2) == pytest.approx(0.2)
     assert phase_cosine(0, total_steps=10) == 1.0
