@@ -247,6 +247,10 @@ class Run:
     sampled_peaks: dict[str, int]
 
 
+#: Environment of the children; ``--threads`` fills in the BLAS/OpenMP thread counts.
+CHILD_ENV: dict[str, str] = dict(os.environ)
+
+
 def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
     """Run one tool on one input in a fresh interpreter; wall time and rusage come from wait4."""
     out = workdir / f"{tag}.json"
@@ -254,7 +258,8 @@ def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, str(path), str(out)]
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                env=CHILD_ENV)
         killer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
         killer.start()
         try:
@@ -445,6 +450,7 @@ def render(results: dict[str, CaseResult], meta: dict[str, str], rel_tol: float)
     parts += ["## Run", "",
               f"- Command: `{meta['command']}`",
               f"- Started {meta['start']}, finished {meta['end']} ({meta['minutes']} min)",
+              f"- Threads: {meta['threads']}",
               f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']}. "
               "Other engineers' test runs share this machine; a load above the core count inflates wall "
               "times for both tools (CPU seconds are less affected).",
@@ -464,18 +470,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only these case keys")
     parser.add_argument("--workdir", type=Path, default=None, help="where generated checkpoints go (temp)")
     parser.add_argument("--rel-tol", type=float, default=1e-6, help="alpha agreement target (relative)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="set OMP/MKL/OpenBLAS thread counts of both tools (default: library defaults)")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker)
         return 0
 
+    if args.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            CHILD_ENV[var] = str(args.threads)
     cases = quick_cases() if args.quick else full_cases(ww_rss=not args.no_ww_rss)
     if args.only:
         cases = [c for c in cases if c.key in set(args.only)]
     out = args.out if args.out is not None else (None if args.quick else ROOT / "reports/bench/analyze.md")
     command = "python benchmarks/analyze_vs_weightwatcher.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"command": command.strip(), "load_start": load_average(),
+    meta = {"command": command.strip(), "threads": f"{args.threads} (OMP/MKL/OpenBLAS_NUM_THREADS)" if args.threads
+            else "library defaults (torch and OpenBLAS use every core)", "load_start": load_average(),
             "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     t0 = time.perf_counter()
 
