@@ -78,7 +78,7 @@ class Lamb(Optimizer):
             group.setdefault("decoupled_decay", False)
 
     def _clip_divisor(self):
-        """``max(1, ||g_all|| / G)`` as a device tensor (G from the first group), or None."""
+        """``max(1, ||g_all|| / G)`` as a device tensor (G as given to the constructor), or None."""
         max_norm = self.defaults["max_grad_norm"]
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         if max_norm is None or not grads:
