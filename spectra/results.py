@@ -106,7 +106,10 @@ class LayerResult:
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
         if kwargs.get("alpha_ci") is not None:
-            kwargs["alpha_ci"] = tuple(float(v) if v is not None else NAN for v in kwargs["alpha_ci"])
+            try:
+                kwargs["alpha_ci"] = tuple(float(v) if v is not None else NAN for v in kwargs["alpha_ci"])
+            except (TypeError, ValueError):
+                raise FormatError(f"layer {data.get('name')!r}: alpha_ci must be two numbers") from None
         for f in dataclasses.fields(cls):
             if f.type == "float" and kwargs.get(f.name, 0.0) is None:
                 kwargs[f.name] = NAN
