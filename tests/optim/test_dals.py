@@ -313,6 +313,29 @@ def test_setstate_backfills_keys_missing_from_older_state_dicts():
     assert twin.param_groups[0]["peak_factor"] == 1.0 and twin.param_groups[0]["normalize_trust"] is True
 
 
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_step_reads_no_tensor_value_on_the_host(monkeypatch, base, foreach):
+    """A CPU proxy for "no host-device syncs": converting any tensor to a Python value fails."""
+    model = make_toy()
+    groups = [{"params": list(m.parameters()), "depth": d}
+              for d, m in enumerate([model.stem, model.blocks[0], model.blocks[1], model.head])]
+    opt = DALS(groups, lr=0.02, base=base, warmup=1, weight_decay=0.01, depth_decay=0.9, total_steps=10,
+               foreach=foreach)
+    x, y = toy_data()
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("DALS.step read a tensor value on the host")
+
+    for _ in range(3):
+        opt.zero_grad()
+        (model(x) - y).square().mean().backward()
+        with monkeypatch.context() as patch:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+                patch.setattr(torch.Tensor, name, refuse)
+            opt.step()
+
+
 # -- CUDA -----------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
