@@ -82,6 +82,8 @@ _add("dals", "DALS", "dals", "DALS (reconstruction), SGD base")
 _add("dals-fast", "DALS", "dals-fast", "DALS-Fast (the registry preset, tuned for speed)")
 _add("dals-ft", "DALS", "dals-ft", "DALS-FT (our third variant, for fine-tuning; Adam base)")
 _add("dals+llr", "DALS", "dals", "DALS with a spectra LLR map (mean 1) of the initial model", lrmap_rule="llr")
+_add("dals-no-grokfast", "DALS ablation", "dals", "DALS with its Grokfast filter off (grokfast_lamb=0)",
+     options={"grokfast_lamb": 0.0})
 
 
 def list_strategies() -> list[Strategy]:
@@ -267,17 +269,23 @@ def paper_comparison(result: BenchResult) -> list[str]:
         out += _claim_stlr_collapse(summary, task)
     for task in (t for t in tasks if regime[t] == "fine-tuning"):
         out += _claim_fine_tuning(summary, task)
-    for task in tasks:
-        base, mapped = _row(summary, task, "dals"), _row(summary, task, "dals+llr")
-        if base and mapped:
-            diff = mapped["mean"] - base["mean"]
-            noise = max(base["std"], mapped["std"])
-            effect = "within seed noise" if abs(diff) <= noise else ("better" if diff > 0 else "worse")
-            out.append(f"**DALS + spectra LLR map vs DALS (ours, no paper claim)** on {task}: "
-                       f"{_pct(mapped['mean'])} vs {_pct(base['mean'])} ({diff * 100:+.1f} points, seed std up to "
-                       f"{_pct(noise)}; {effect}).")
+    for variant, label in (("dals+llr", "DALS + spectra LLR map"), ("dals-no-grokfast", "DALS without Grokfast")):
+        for task in tasks:
+            out += _versus(summary, task, variant, "dals", f"{label} vs DALS (ours, no paper claim)")
     out += _collapsed_runs(result)
     return out
+
+
+def _versus(summary: list[dict[str, Any]], task: str, name: str, base_name: str, label: str) -> list[str]:
+    """``name`` against ``base_name`` on ``task``: the difference of means next to the seed spread."""
+    base, other = _row(summary, task, base_name), _row(summary, task, name)
+    if not (base and other):
+        return []
+    diff = other["mean"] - base["mean"]
+    noise = max(base["std"], other["std"])
+    effect = "within seed noise" if abs(diff) <= noise else ("better" if diff > 0 else "worse")
+    return [f"**{label}** on {task}: {_pct(other['mean'])} vs {_pct(base['mean'])} ({diff * 100:+.1f} points, "
+            f"seed std up to {_pct(noise)}; {effect})."]
 
 
 def _ranked(summary: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
