@@ -15,8 +15,8 @@ every group when no group carries a ``depth``) and warmup length ``W`` steps:
 1. Phase-adaptive cosine: ``eta(t) = peak * phase_cosine(t)`` (linear warmup over ``W`` steps, then
    cosine to ``min_lr_ratio``; :func:`spectra.optim.schedules.phase_cosine`).
 2. Depth-aware Grokfast on the (sign-corrected) gradient ``g``:
-   ``h <- a h + (1 - a) g`` (``h`` starts at the first gradient) and
-   ``g~ = (g + lambda_l(t) h) / (1 + lambda_l(t))`` with
+   ``h <- a h + (1 - a) g`` from ``h = 0``, bias-corrected ``h^ = h / (1 - a^n)`` after ``n`` updates, and
+   ``g~ = (g + lambda_l(t) h^) / (1 + lambda_l(t))`` with
    ``lambda_l(t) = lambda (floor + (1 - floor) d_l) [t >= W]``: upper layers get more slow-gradient
    amplification, and the filter is off during warmup (the EMA still accumulates). The division by
    ``1 + lambda_l`` (``grokfast_normalize=True``, our addition) keeps the step size when ``g`` and
@@ -40,6 +40,8 @@ Open choices and what we chose (see shared research notes, section 6a):
 * Base optimizer (SGD or Adam): both; ``base="sgd"`` by default, since "Fixed SGD" also wins from
   scratch in the abstract.
 * Does lambda grow or shrink with depth: it grows (``floor=0.25`` at the input, full at the head).
+* Grokfast memory: a zero-started, bias-corrected EMA rather than the reference ``h_1 = g_1`` (which
+  over-weights the first gradient for ~1/(1-a) steps and collapsed fine-tuning runs; see ``_filter``).
 * Grokfast scale: normalized by ``1 + lambda_l`` (the reference Grokfast pairs with Adam, which is
   scale-free; with the SGD base an unnormalized filter diverged on our toy problems).
 * Phases: warmup (Grokfast off) then cosine; no plateau-triggered restarts.
@@ -290,27 +292,50 @@ class _Pending:
 
 def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb: float,
             foreach: bool) -> list[Tensor]:
-    """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter (p.grad untouched)."""
+    """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter (p.grad untouched).
+
+    The EMA starts at zero and is bias-corrected, h^ = h / (1 - a^n) after n updates (as Adam's
+    moments are), so every past gradient weighs a^(t-s). The reference init h_1 = g_1 instead gives
+    the first gradient the weight a^(t-1) (82% after ten steps at a = 0.98); when that gradient is
+    the large one of a freshly initialised head (fine-tuning), the filter keeps pushing the whole
+    network along it after warmup. On digits-transfer that collapsed DALS to chance on some seeds;
+    with the correction every seed trains (see reports/bench/strategies.md).
+    """
     if group["maximize"]:
         grads = list(torch._foreach_neg(grads)) if foreach else [-g for g in grads]
     if group["grokfast_lamb"] == 0.0:
         return grads
-    old = [i for i, s in enumerate(states) if "grokfast_ema" in s]
-    ema_update_([states[i]["grokfast_ema"] for i in old], [grads[i] for i in old], group["grokfast_alpha"],
-                foreach=foreach)
     for s, g in zip(states, grads):
-        if "grokfast_ema" not in s:  # reference init: the EMA starts at the first gradient
-            s["grokfast_ema"] = g.detach().clone(memory_format=torch.preserve_format)
+        if "grokfast_ema" not in s:
+            s["grokfast_ema"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+            s["grokfast_steps"] = 0
+    emas = [s["grokfast_ema"] for s in states]
+    ema_update_(emas, grads, group["grokfast_alpha"], foreach=foreach)
+    for s in states:
+        s["grokfast_steps"] += 1
     if lamb == 0.0:
         return grads
-    emas = [s["grokfast_ema"] for s in states]
-    if not group["grokfast_normalize"]:
-        return amplify(grads, emas, lamb, foreach=foreach)
-    # (g + lamb h) / (1 + lamb) == lerp(g, h, lamb / (1 + lamb)): one pass, one new tensor each
-    weight = lamb / (1.0 + lamb)
-    if foreach:
-        return list(torch._foreach_lerp(grads, emas, weight))
-    return [g.lerp(h, weight) for g, h in zip(grads, emas)]
+    # filtered = scale * (g + lamb * h / (1 - a^n)); tensors sharing n are done in one foreach call
+    scale = 1.0 / (1.0 + lamb) if group["grokfast_normalize"] else 1.0
+    buckets: dict[int, list[int]] = {}
+    for i, st in enumerate(states):
+        buckets.setdefault(st["grokfast_steps"], []).append(i)
+    out: list[Tensor] = [grads[0]] * len(grads)
+    for n, idx in buckets.items():
+        coef = lamb / (1.0 - group["grokfast_alpha"] ** n)
+        gs, hs = [grads[i] for i in idx], [emas[i] for i in idx]
+        if foreach:
+            res = list(torch._foreach_add(gs, hs, alpha=coef))
+            if scale != 1.0:
+                torch._foreach_mul_(res, scale)
+        else:
+            res = [g.add(h, alpha=coef) for g, h in zip(gs, hs)]
+            if scale != 1.0:
+                for r in res:
+                    r.mul_(scale)
+        for i, r in zip(idx, res):
+            out[i] = r
+    return out
 
 
 def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:

@@ -106,14 +106,16 @@ def test_grokfast_filter_two_steps_by_hand():
                grokfast_lamb=lamb, grokfast_normalize=False, total_steps=10)
     g1, g2 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64)
     w.grad = g1.clone()
-    opt.step()  # h = g1; step = g1 + lamb g1
+    opt.step()  # h = (1 - alpha) g1, bias-corrected h^ = h / (1 - alpha) = g1; step = g1 + lamb g1
     expected = torch.tensor([1.0, 1.0], dtype=torch.float64) - lr * (g1 + lamb * g1)
     torch.testing.assert_close(w.detach(), expected)
     w.grad = g2.clone()
-    opt.step()  # h = alpha g1 + (1 - alpha) g2
-    h = alpha * g1 + (1 - alpha) * g2
-    torch.testing.assert_close(w.detach(), expected - lr * (g2 + lamb * h))
+    opt.step()  # h = alpha (1 - alpha) g1 + (1 - alpha) g2, h^ = h / (1 - alpha^2)
+    h = alpha * (1 - alpha) * g1 + (1 - alpha) * g2
+    h_hat = h / (1 - alpha**2)  # = (alpha g1 + g2) / (1 + alpha): g1 no longer dominates
+    torch.testing.assert_close(w.detach(), expected - lr * (g2 + lamb * h_hat))
     torch.testing.assert_close(opt.state[w]["grokfast_ema"], h)
+    assert opt.state[w]["grokfast_steps"] == 2
     torch.testing.assert_close(w.grad, g2)  # p.grad itself is not modified
 
 
@@ -127,10 +129,11 @@ def test_grokfast_amplification_grows_with_depth():
     for p in (low, mid, top):
         torch.testing.assert_close(p.detach(), torch.tensor([-1.0], dtype=torch.float64))
     _set_grads([low, mid, top], [[3.0], [3.0], [3.0]])
-    opt.step()  # h = 0.5 * 1 + 0.5 * 3 = 2; lambda_l = 2 (0.25 + 0.75 d_l), d = 0, 0.5, 1
+    opt.step()  # h = 0.5 * 0.5 + 0.5 * 3 = 1.75, h^ = 1.75 / (1 - 0.25) = 7/3; lambda_l = 2 (0.25 + 0.75 d_l)
+    h_hat = 1.75 / 0.75
     for p, d in ((low, 0.0), (mid, 0.5), (top, 1.0)):
         lam = 2.0 * (0.25 + 0.75 * d)
-        step = (3.0 + lam * 2.0) / (1.0 + lam)
+        step = (3.0 + lam * h_hat) / (1.0 + lam)
         torch.testing.assert_close(p.detach(), torch.tensor([-1.0 - step], dtype=torch.float64))
 
 
@@ -143,8 +146,8 @@ def test_grokfast_is_off_during_warmup_but_the_ema_accumulates():
         opt.step()
         torch.testing.assert_close(w.detach(), torch.tensor([expected], dtype=torch.float64))
     w.grad = torch.tensor([1.0], dtype=torch.float64)
-    opt.step()  # h: 1 -> 2 -> 1.5; step = 1 + 1.5
-    torch.testing.assert_close(w.detach(), torch.tensor([-6.5], dtype=torch.float64))
+    opt.step()  # h: 0.5 -> 1.75 -> 1.375, h^ = 1.375 / (1 - 0.5^3) = 11/7; step = 1 + 11/7
+    torch.testing.assert_close(w.detach(), torch.tensor([-4.0 - 1.0 - 11 / 7], dtype=torch.float64))
 
 
 # -- schedule, depth factor, LR convention --------------------------------------------------------
