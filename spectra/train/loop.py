@@ -324,7 +324,8 @@ def retrain(
 
 def _record(epoch: int, step: int, train_loss: float, eval_loss: float, metric: float,
             opt: torch.optim.Optimizer, wall: float, refitter: Refitter | None) -> dict[str, Any]:
-    lrs = [float(g["lr"]) for g in opt.param_groups]
+    # DALS keeps group["lr"] at its peak and schedules internally; it reports the LR a step used
+    lrs = [float(g.get("scheduled_lr", g["lr"])) for g in opt.param_groups]
     return {
         "epoch": epoch, "step": step, "train_loss": _jsonable(train_loss), "eval_loss": _jsonable(eval_loss),
         "eval_metric": _jsonable(metric), "lr_min": min(lrs), "lr_max": max(lrs), "time": round(wall, 4),
