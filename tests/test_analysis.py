@@ -7,7 +7,6 @@ import torch
 
 import spectra
 from spectra.analysis import AnalyzeConfig, analyze
-from spectra.core.esd import eigenvalues
 from spectra.errors import ConfigError
 from spectra.results import Analysis
 

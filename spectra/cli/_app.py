@@ -8,10 +8,11 @@ and exit code 2 (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterable, Iterator, Optional
 
 import typer
 
@@ -61,36 +62,97 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(*args, **kwargs) -> Callable:
-    """``app.command`` plus the error boundary: SpectraError/OSError -> one line, exit 2."""
+def guard(fn: Callable) -> Callable:
+    """The error boundary: SpectraError and OSError become one ``error: ...`` line and exit 2."""
+
+    @functools.wraps(fn)
+    def run(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+        except SpectraError as exc:
+            if _state["debug"]:
+                raise
+            fail(str(exc))
+        except OSError as exc:
+            if _state["debug"]:
+                raise
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            fail(f"{exc.strerror or exc}{where}")
+        except MemoryError:
+            if _state["debug"]:
+                raise
+            fail("out of memory; try --dtype float32, --device cuda or a narrower --include")
+
+    return run
+
+
+def command(*args, typer_app: typer.Typer | None = None, **kwargs) -> Callable:
+    """``app.command`` (or ``typer_app.command`` for a sub-group) wrapped in :func:`guard`."""
 
     def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def run(*a, **kw):
-            try:
-                return fn(*a, **kw)
-            except (typer.Exit, typer.Abort, SystemExit):
-                raise
-            except KeyboardInterrupt:
-                typer.echo("interrupted", err=True)
-                raise typer.Exit(130)
-            except SpectraError as exc:
-                if _state["debug"]:
-                    raise
-                fail(str(exc))
-            except OSError as exc:
-                if _state["debug"]:
-                    raise
-                where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-                fail(f"{exc.strerror or exc}{where}")
-            except MemoryError:
-                if _state["debug"]:
-                    raise
-                fail("out of memory; try --dtype float32, --device cuda or a narrower --include")
-
-        return app.command(*args, **kwargs)(run)
+        return (typer_app or app).command(*args, **kwargs)(guard(fn))
 
     return wrap
+
+
+def parse_pairs(items: Iterable[str] | None, what: str) -> dict[str, Any]:
+    """``["decay=0.65", "exclude-first=false"]`` -> ``{"decay": 0.65, "exclude_first": False}``.
+
+    Values are read as JSON when they parse (numbers, lists, ``true``/``false``/``null`` in any case,
+    ``none`` too), otherwise kept as text; dashes in keys become underscores.
+    """
+    from ..errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} takes KEY=VALUE, got {item!r}")
+        text = text.strip()
+        word = {"true": "true", "false": "false", "none": "null", "null": "null"}.get(text.lower(), text)
+        try:
+            value = json.loads(word)
+        except json.JSONDecodeError:
+            value = text
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def is_stdout(out: Path | None) -> bool:
+    """``-o -`` means: JSON on stdout and nothing else there."""
+    return out is not None and str(out) == "-"
+
+
+def check_output(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
+    """Fail before any work when an output file cannot be written (nothing computed is lost)."""
+    from ..errors import ConfigError
+
+    if out is None or is_stdout(out):
+        return
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ConfigError(f"unknown output extension {out.suffix!r} for {out}: use {', '.join(suffixes)}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {parent} does not exist")
+
+
+def emit(result: Any, out: Path | None, *, quiet: bool, render: Callable[[Any], None],
+         save: Callable[[Any, Path], Any] | None = None) -> None:
+    """Write ``result`` (JSON to stdout for ``-o -``, else ``save`` or ``to_json``), then render the table."""
+    if is_stdout(out):
+        typer.echo(result.to_json())
+        return
+    if out is not None:
+        (save or (lambda r, p: r.to_json(p)))(result, out)
+    if not quiet:
+        render(result)
+        if out is not None:
+            typer.echo(f"wrote {out}", err=True)
 
 
 def stderr_console():

@@ -8,7 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, command, progress_callback, stdout_console
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, is_stdout,
+                   progress_callback, stdout_console)
 
 _FORMATS = (".json", ".csv", ".parquet")
 
@@ -37,15 +38,9 @@ def analyze_cmd(
 ) -> None:
     """Compute each weight matrix's spectrum, heavy-tail alpha and norm metrics."""
     from ..analysis import AnalyzeConfig, analyze
-    from ..errors import ConfigError
-
-    to_stdout = out is not None and str(out) == "-"
-    if out is not None and not to_stdout:
-        if out.suffix.lower() not in _FORMATS:
-            raise ConfigError(f"unknown output extension {out.suffix!r} for {out}: use .json, .csv or .parquet")
-        _check_writable(out)
-    if save_esd is not None:
-        _check_writable(save_esd)
+    to_stdout = is_stdout(out)
+    check_output(out, _FORMATS)
+    check_output(save_esd)
     cfg = AnalyzeConfig(
         include=tuple(include or ()), exclude=tuple(exclude or ()), min_evals=min_evals, max_evals=max_evals,
         fit=fit, fix_fingers=fix_fingers, bootstrap=bootstrap, mp_fit=mp_fit, randomize=randomize,
@@ -53,26 +48,11 @@ def analyze_cmd(
     )
     with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
         result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
-    if to_stdout:
-        typer.echo(result.to_json())
-        return
-    if out is not None:
-        result.save(out)
     if save_esd is not None:
         result.save_esd(save_esd)
-    if not quiet:
-        render_analysis(result)
-        for path in (out, save_esd):
-            if path is not None:
-                typer.echo(f"wrote {path}", err=True)
-
-
-def _check_writable(path: Path) -> None:
-    from ..errors import ConfigError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+        if not quiet:
+            typer.echo(f"wrote {save_esd}", err=True)
+    emit(result, out, quiet=quiet, render=render_analysis, save=lambda r, p: r.save(p))
 
 
 def _fmt(value, digits: int = 2) -> str:

@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, _state, app, fail, progress_callback, stdout_console
+from ._app import DeviceOpt, QuietOpt, app, command, parse_pairs, progress_callback, stdout_console
 
 bench_app = typer.Typer(help="Benchmarks that write reports/bench/*.md tables and plots.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-
-def bench_command(name: str) -> Callable:
-    """``bench_app.command`` with the error boundary of :func:`spectra.cli._app.command`."""
-
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def run(*a, **kw):
-            from ..errors import SpectraError
-
-            try:
-                return fn(*a, **kw)
-            except (typer.Exit, typer.Abort, SystemExit):
-                raise
-            except KeyboardInterrupt:
-                typer.echo("interrupted", err=True)
-                raise typer.Exit(130)
-            except (SpectraError, OSError) as exc:
-                if _state["debug"]:
-                    raise
-                if isinstance(exc, OSError) and not isinstance(exc, SpectraError):
-                    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-                    fail(f"{exc.strerror or exc}{where}")
-                fail(str(exc))
-
-        return bench_app.command(name)(run)
-
-    return wrap
 
 
 def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-@bench_command("strategies")
+@command("strategies", typer_app=bench_app)
 def strategies_cmd(
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks (built-in names or package.module:function).")] = "synthetic,digits,digits-transfer",
     strategies: Annotated[Optional[str], typer.Option("--strategies", help="Comma-separated strategies (default: all; see --list).")] = None,
@@ -67,7 +38,6 @@ def strategies_cmd(
     """
     from ..errors import ConfigError
     from ..train.bench import list_strategies, run_strategies, write_report
-    from .retrain import parse_pairs
 
     if list_:
         render_strategies(list_strategies())

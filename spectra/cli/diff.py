@@ -7,8 +7,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, command, progress_callback, stdout_console
-from .noise import fmt, parse_task_args
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+                   progress_callback, stdout_console)
+from .noise import fmt
 
 
 @command("diff")
@@ -37,22 +38,13 @@ def diff_cmd(
         raise ConfigError("--activations needs --task (the model and probe inputs to run A and B on)")
     if method not in ("local", "global"):
         raise ConfigError(f"--tokenwise {method!r}: use local or global")
-    to_stdout = out is not None and str(out) == "-"
-    if out is not None and not to_stdout and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
-    built = load_task(task, **parse_task_args(task_arg)) if activations else None
+    to_stdout = is_stdout(out)
+    check_output(out)
+    built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if activations else None
     with progress_callback("diff", quiet=quiet or to_stdout) as on_progress:
         result = diff(a, b, topk=topk, alpha=not no_alpha, device=device, dtype=dtype, trust_pickle=trust_pickle,
                       activations_task=built, max_tokens=max_tokens, method=method, progress=on_progress)
-    if to_stdout:
-        typer.echo(result.to_json())
-        return
-    if out is not None:
-        result.to_json(out)
-    if not quiet:
-        render_diff(result)
-        if out is not None:
-            typer.echo(f"wrote {out}", err=True)
+    emit(result, out, quiet=quiet, render=render_diff)
 
 
 def render_diff(result) -> None:

@@ -8,32 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, command, progress_callback, stdout_console
-
-
-def parse_task_args(items: Optional[List[str]]) -> dict:
-    """``["k=v", ...]`` -> kwargs; values become int, float or bool when they read as one."""
-    from ..errors import ConfigError
-
-    out: dict = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--task-arg {item!r}: expected key=value")
-        low = raw.lower()
-        if low in ("true", "false"):
-            value: object = low == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    continue
-            else:
-                value = raw
-        out[key.replace("-", "_")] = value
-    return out
+from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+                   progress_callback, stdout_console)
 
 
 def fmt(value, spec: str = ".3g") -> str:
@@ -63,10 +39,9 @@ def noise_cmd(
     from ..noise import measure_noise, optimizer_noise
     from ..train.task import load_task
 
-    to_stdout = out is not None and str(out) == "-"
-    if out is not None and not to_stdout and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
-    built = load_task(task, **parse_task_args(task_arg)) if task else None
+    to_stdout = is_stdout(out)
+    check_output(out)
+    built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if task else None
     if from_optimizer:
         if checkpoint is None:
             raise ConfigError("--from-optimizer reads optimizer state from --checkpoint; give one")
@@ -78,15 +53,7 @@ def noise_cmd(
             result = measure_noise(built, checkpoint, batches=batches, micro_batch=micro_batch,
                                    per_example=per_example, device=device, seed=seed, trust_pickle=trust_pickle,
                                    progress=on_progress)
-    if to_stdout:
-        typer.echo(result.to_json())
-        return
-    if out is not None:
-        result.to_json(out)
-    if not quiet:
-        render_noise(result)
-        if out is not None:
-            typer.echo(f"wrote {out}", err=True)
+    emit(result, out, quiet=quiet, render=render_noise)
 
 
 def render_noise(result) -> None:

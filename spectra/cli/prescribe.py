@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, command, progress_callback, stdout_console
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+                   progress_callback, stdout_console)
 
 _BAR = 30
 
@@ -47,9 +47,10 @@ def prescribe_cmd(
         return
     if method is None:
         raise ConfigError("choose a rule with --method NAME (spectra prescribe --list shows them)")
-    options = parse_sets(set_ or [])
+    options = parse_pairs(set_, "--set")
     options.update({k: v for k, v in (("min_ratio", min_ratio), ("max_ratio", max_ratio)) if v is not None})
-    to_stdout = out is not None and str(out) == "-"
+    to_stdout = is_stdout(out)
+    check_output(out)
     analyze_options = {"dtype": dtype, "device": device, "trust_pickle": trust_pickle}
     if fit is not None:
         analyze_options["fit"] = fit
@@ -57,34 +58,7 @@ def prescribe_cmd(
         analyze_options["progress"] = on_progress
         lrmap = prescribe(source, method, metric=metric, normalize=normalize, clip=clip, norms=norms,
                           noise=noise, diff=diff, analyze_options=analyze_options, **options)
-    if to_stdout:
-        typer.echo(lrmap.to_json())
-        return
-    if out is not None:
-        lrmap.to_json(out)
-    if not quiet:
-        render_lrmap(lrmap, get_rule(method).description)
-        if out is not None:
-            typer.echo(f"wrote {out}", err=True)
-
-
-def parse_sets(items: List[str]) -> dict:
-    """``["decay=0.65", "exclude_first=false"]`` -> ``{"decay": 0.65, "exclude_first": False}``."""
-    from ..errors import ConfigError
-
-    options = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
-        lowered = text.strip().lower()
-        word = {"true": "true", "false": "false", "none": "null", "null": "null"}.get(lowered, text.strip())
-        try:
-            value = json.loads(word)
-        except json.JSONDecodeError:
-            value = text.strip()
-        options[key.strip().replace("-", "_")] = value
-    return options
+    emit(lrmap, out, quiet=quiet, render=lambda m: render_lrmap(m, get_rule(method).description))
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, SeedOpt, command, progress_callback, stdout_console
-
-
-def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> dict; values are read as JSON when they parse (0.9, true, [1, 2]), else text."""
-    from ..errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what} takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+from ._app import DeviceOpt, QuietOpt, SeedOpt, command, parse_pairs, progress_callback, stdout_console
 
 
 @command("retrain")

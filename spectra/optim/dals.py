@@ -75,7 +75,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..errors import ConfigError
-from .grokfast import amplify, ema_update_
+from .grokfast import ema_update_
 from .schedules import phase_cosine, warmup_steps
 
 __all__ = ["DALS", "trust_ratio", "PRESETS"]
