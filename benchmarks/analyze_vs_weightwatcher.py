@@ -50,8 +50,23 @@ from _machine import describe, load_average  # noqa: E402
 MLP_RATIO = 2.6875  # Llama-2-7B: 11008 / 4096
 TOOLS = ("spectra", "weightwatcher")
 CHILD_TIMEOUT_S = 1800
-#: Environment of the children; ``--threads`` fills in the BLAS/OpenMP thread counts.
+#: Environment of the children (the generator and the measured runs).
 CHILD_ENV: dict[str, str] = dict(os.environ)
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(setting: str) -> dict[str, str]:
+    """Child environment for a thread setting: ``default`` (libraries pick) or a count for all BLAS pools."""
+    env = {k: v for k, v in CHILD_ENV.items() if k not in _THREAD_VARS or setting == "default"}
+    if setting != "default":
+        env.update({var: setting for var in _THREAD_VARS})
+    return env
+
+
+def setting_label(setting: str) -> str:
+    if setting == "default":
+        return f"library defaults ({os.cpu_count()} threads here)"
+    return f"{setting} thread(s) (OMP/MKL/OPENBLAS_NUM_THREADS={setting})"
 
 
 # --------------------------------------------------------------------------- child process
@@ -259,15 +274,14 @@ class Run:
     sampled_peaks: dict[str, int]
 
 
-def measure(tool: str, path: Path, workdir: Path, tag: str) -> Run:
+def measure(tool: str, path: Path, workdir: Path, tag: str, env: dict[str, str]) -> Run:
     """Run one tool on one input in a fresh interpreter; wall time and rusage come from wait4."""
     out = workdir / f"{tag}.json"
     log_path = workdir / f"{tag}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, str(path), str(out)]
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                env=CHILD_ENV)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)
         killer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
         killer.start()
         try:
@@ -310,6 +324,7 @@ def _canonical(alphas: dict[str, float]) -> dict[str, float]:
 class CaseResult:
     case: Case
     size_mib: float
+    setting: str = "default"
     runs: dict[str, list[Run]] = field(default_factory=dict)
 
     def best(self, tool: str, attr: str) -> float:
@@ -342,20 +357,25 @@ class CaseResult:
         return len(common), max(diffs.values()), rel[worst], worst, only
 
 
-def run_case(case: Case, workdir: Path, log) -> CaseResult:
+def run_case(case: Case, settings: list[str], workdir: Path, log) -> list[CaseResult]:
+    """All runs of one input: for each thread setting, ``repeats`` rounds with the tools alternating."""
     path = input_dir(case, workdir)
-    result = CaseResult(case, _size_mib(path), {t: [] for t in case.tools})
-    for rep in range(case.repeats):
-        order = case.tools if rep % 2 == 0 else tuple(reversed(case.tools))  # alternate against drift
-        for tool in order:
-            run = measure(tool, path, workdir, f"{case.key}-{tool}-{rep}")
-            result.runs[tool].append(run)
-            log(f"  {case.key:13s} {tool:13s} run {rep + 1}/{case.repeats}: analysis {run.analysis_s:7.2f} s, "
-                f"process {run.wall_s:7.2f} s, peak RSS {run.peak_kib / 1024:7.0f} MiB, "
-                f"{len(run.alphas)} alphas  [load {load_average()}]")
+    results = []
+    for setting in settings:
+        result = CaseResult(case, _size_mib(path), setting, {t: [] for t in case.tools})
+        env = thread_env(setting)
+        for rep in range(case.repeats):
+            order = case.tools if rep % 2 == 0 else tuple(reversed(case.tools))  # alternate against drift
+            for tool in order:
+                run = measure(tool, path, workdir, f"{case.key}-{setting}-{tool}-{rep}", env)
+                result.runs[tool].append(run)
+                log(f"  {case.key:13s} threads={setting:7s} {tool:13s} run {rep + 1}/{case.repeats}: "
+                    f"analysis {run.analysis_s:7.2f} s, process {run.wall_s:7.2f} s, "
+                    f"peak RSS {run.peak_kib / 1024:7.0f} MiB, {len(run.alphas)} alphas  [load {load_average()}]")
+        results.append(result)
     if case.hidden:
         shutil.rmtree(path, ignore_errors=True)
-    return result
+    return results
 
 
 # --------------------------------------------------------------------------- report
@@ -371,7 +391,7 @@ def _verdict(ok: bool | None) -> str:
 
 def case_section(res: CaseResult) -> str:
     c = res.case
-    lines = [f"### {c.title}", "",
+    lines = [f"### {c.title}; threads: {setting_label(res.setting)}", "",
              f"Input: {res.size_mib:.0f} MiB of safetensors; {c.repeats} run(s) per tool, tools alternating.", "",
              "| tool | analysis s (best) | analysis s (median) | whole process s (best) | CPU s (best) "
              "| peak RSS MiB | VmHWM MiB | RSS before analysis MiB | layers fitted / rows |",
@@ -388,29 +408,31 @@ def case_section(res: CaseResult) -> str:
         n, dmax, rmax, worst, only = res.alpha_delta()
         ratio = res.best("weightwatcher", "analysis_s") / res.best("spectra", "analysis_s")
         whole = res.best("weightwatcher", "wall_s") / res.best("spectra", "wall_s")
+        cpu = res.best("weightwatcher", "cpu_s") / res.best("spectra", "cpu_s")
         rss = res.peak_mib("weightwatcher") / res.peak_mib("spectra")
         lines += ["",
                   f"WeightWatcher / spectra: analysis time **{ratio:.2f}x**, whole process {whole:.2f}x, "
-                  f"peak RSS {rss:.2f}x.  ",
+                  f"CPU time {cpu:.2f}x, peak RSS {rss:.2f}x.  ",
                   f"Alphas compared on {n} layers fitted by both: max |delta alpha| = {dmax:.3g}, "
                   f"max relative delta = {rmax:.3g}" + (f" (at `{worst}`)" if worst else "") + ".  ",
                   f"Fitted by one tool only: {', '.join(f'`{k}`' for k in only) if only else 'none'}."]
     return "\n".join(lines)
 
 
-def targets(results: dict[str, CaseResult], rel_tol: float) -> list[tuple[str, str, bool | None]]:
+def targets(all_results: list[CaseResult], rel_tol: float) -> list[tuple[str, str, bool | None]]:
     rows: list[tuple[str, str, bool | None]] = []
-    compared = [r for r in results.values() if r.has_both()]
+    compared = [r for r in all_results if r.has_both()]
     if compared:
         worst = max((r.alpha_delta()[2], r.case.key) for r in compared)
         rows.append((f"alphas equal to {rel_tol:g} relative (every layer both tools fitted, all inputs)",
                      f"max relative delta {worst[0]:.3g} ({worst[1]})", worst[0] <= rel_tol))
-    for res in results.values():
+    for res in all_results:
         if res.case.speedup and res.has_both():
             ratio = res.best("weightwatcher", "analysis_s") / res.best("spectra", "analysis_s")
-            rows.append((f">= {res.case.speedup:g}x faster than WeightWatcher's analyze: {res.case.title}",
+            rows.append((f">= {res.case.speedup:g}x faster than WeightWatcher's analyze: {res.case.title}; "
+                         f"threads: {res.setting}",
                          f"{ratio:.2f}x (analysis call, best of {res.case.repeats})", ratio >= res.case.speedup))
-    one, eight = results.get("rss-1024x1"), results.get("rss-1024x8")
+    one, eight = _memory_pair(all_results)
     if one and eight:
         for tool in one.case.tools:
             a, b = one.peak_mib(tool), eight.peak_mib(tool)
@@ -422,8 +444,13 @@ def targets(results: dict[str, CaseResult], rel_tol: float) -> list[tuple[str, s
     return rows
 
 
-def memory_section(results: dict[str, CaseResult]) -> str:
-    one, eight = results.get("rss-1024x1"), results.get("rss-1024x8")
+def _memory_pair(all_results: list[CaseResult]) -> tuple[CaseResult | None, CaseResult | None]:
+    by_key = {r.case.key: r for r in all_results}
+    return by_key.get("rss-1024x1"), by_key.get("rss-1024x8")
+
+
+def memory_section(all_results: list[CaseResult]) -> str:
+    one, eight = _memory_pair(all_results)
     if not (one and eight):
         return ""
     lines = ["## Peak RSS versus checkpoint size", "",
@@ -444,22 +471,33 @@ def memory_section(results: dict[str, CaseResult]) -> str:
         anon_ratio = anon8 / anon1 if anon1 else math.nan
         lines.append(f"| {tool} | {a:.0f} | {b:.0f} | {b / a:.3f} | {anon1:.0f} / {anon8:.0f} | "
                      f"{_fmt(anon_ratio, 3)} | {file1:.0f} / {file8:.0f} |")
+    a, b = one.peak_mib("spectra"), eight.peak_mib("spectra")
+    grew_anon = peak(eight, "spectra", "RssAnon") - peak(one, "spectra", "RssAnon")
+    grew_file = peak(eight, "spectra", "RssFile") - peak(one, "spectra", "RssFile")
+    if abs(b / a - 1) > 0.10:
+        where = "file-backed" if grew_file > grew_anon else "anonymous"
+        lines += ["", f"spectra's peak grew by {b - a:.0f} MiB; peak RssFile grew by {grew_file:.0f} MiB and "
+                  f"peak RssAnon by {grew_anon:.0f} MiB, so the growth is mostly {where} memory."
+                  + (" Every tensor read through `safetensors.safe_open` stays mapped (and counted as resident) "
+                     "until the handle closes, so RssFile climbs towards the file size." if where == "file-backed"
+                     else "")]
     return "\n".join(lines)
 
 
-def render(results: dict[str, CaseResult], meta: dict[str, str], rel_tol: float) -> str:
+def render(results: list[CaseResult], meta: dict[str, str], rel_tol: float) -> str:
     parts = ["# spectra analyze versus WeightWatcher 0.7.7", "",
              "Written by `benchmarks/analyze_vs_weightwatcher.py`. Each number is one tool on one input in a "
              "fresh Python process; *analysis* times the `analyze` call alone, *whole process* is the child's "
              "wall time from spawn to exit (interpreter start, imports, reading, analysis), *CPU* its user + "
-             "system time, *peak RSS* its `ru_maxrss` (cross-checked against the child's own VmHWM read from /proc right after the analysis call). Speed ratios use each tool's best run. WeightWatcher "
+             "system time, *peak RSS* its `ru_maxrss` (cross-checked against the child's own VmHWM read from "
+             "/proc right after the analysis call). Speed ratios use each tool's best run. WeightWatcher "
              "runs with its default options (scipy float64 SVD on a CPU); spectra with its defaults (float64 "
              "Gram matrix + `eigvalsh`, WeightWatcher's xmin search).", "",
              "## Targets", "", "| target | measured | result |", "|---|---|---|"]
     for label, measured, ok in targets(results, rel_tol):
         parts.append(f"| {label} | {measured} | {_verdict(ok)} |")
     parts += ["", "## Per input", ""]
-    for res in results.values():
+    for res in results:
         parts += [case_section(res), ""]
     mem = memory_section(results)
     if mem:
@@ -467,7 +505,7 @@ def render(results: dict[str, CaseResult], meta: dict[str, str], rel_tol: float)
     parts += ["## Run", "",
               f"- Command: `{meta['command']}`",
               f"- Started {meta['start']}, finished {meta['end']} ({meta['minutes']} min)",
-              f"- Threads: {meta['threads']}",
+              f"- Thread settings: {meta['threads']}",
               f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']}. "
               "Other engineers' test runs share this machine; a load above the core count inflates wall "
               "times for both tools (CPU seconds are less affected).",
@@ -487,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only these case keys")
     parser.add_argument("--workdir", type=Path, default=None, help="where generated checkpoints go (temp)")
     parser.add_argument("--rel-tol", type=float, default=1e-6, help="alpha agreement target (relative)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="set OMP/MKL/OpenBLAS thread counts of both tools (default: library defaults)")
+    parser.add_argument("--threads", nargs="+", default=["default"],
+                        help="thread settings to measure in turn: 'default' (libraries pick) and/or counts set "
+                             "in OMP/MKL/OPENBLAS_NUM_THREADS for both tools, e.g. --threads default 1")
     parser.add_argument("--generate", nargs=3, metavar=("HIDDEN", "BLOCKS", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -499,16 +538,16 @@ def main(argv: list[str] | None = None) -> int:
         write_llama(Path(args.generate[2]), int(args.generate[0]), int(args.generate[1]))
         return 0
 
-    if args.threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            CHILD_ENV[var] = str(args.threads)
+    for setting in args.threads:
+        if setting != "default" and not (setting.isdigit() and int(setting) > 0):
+            parser.error(f"--threads takes 'default' or positive counts, got {setting!r}")
     cases = quick_cases() if args.quick else full_cases(ww_rss=not args.no_ww_rss)
     if args.only:
         cases = [c for c in cases if c.key in set(args.only)]
     out = args.out if args.out is not None else (None if args.quick else ROOT / "reports/bench/analyze.md")
     command = "python benchmarks/analyze_vs_weightwatcher.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"command": command.strip(), "threads": f"{args.threads} (OMP/MKL/OpenBLAS_NUM_THREADS)" if args.threads
-            else "library defaults (torch and OpenBLAS use every core)", "load_start": load_average(),
+    meta = {"command": command.strip(), "threads": "; ".join(setting_label(t) for t in args.threads)
+            + " (the peak-RSS pair runs with the first setting only)", "load_start": load_average(),
             "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     t0 = time.perf_counter()
 
@@ -516,12 +555,13 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     log(f"load average at start: {meta['load_start']}")
-    results: dict[str, CaseResult] = {}
+    results: list[CaseResult] = []
     tmp = Path(tempfile.mkdtemp(prefix="spectra-bench-", dir=args.workdir))
     try:
         for case in cases:
             log(f"{case.key}: {case.title}")
-            results[case.key] = run_case(case, tmp, log)
+            settings = args.threads if case.speedup else args.threads[:1]
+            results += run_case(case, settings, tmp, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     meta.update(load_end=load_average(), end=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
