@@ -505,7 +505,10 @@ def render(results: list[CaseResult], meta: dict[str, str], rel_tol: float) -> s
     parts += ["## Run", "",
               f"- Command: `{meta['command']}`",
               f"- Started {meta['start']}, finished {meta['end']} ({meta['minutes']} min)",
-              f"- Thread settings: {meta['threads']}",
+              f"- Thread settings: {meta['threads']}. With the library defaults both tools' BLAS/OpenMP "
+              "pools spin on every core, and on a shared machine a single busy core can slow either tool "
+              "4-10x from one run to the next; one thread per tool gives repeatable ratios.",
+              f"- Code: {meta['git']}",
               f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']}. "
               "Other engineers' test runs share this machine; a load above the core count inflates wall "
               "times for both tools (CPU seconds are less affected).",
@@ -514,6 +517,19 @@ def render(results: list[CaseResult], meta: dict[str, str], rel_tol: float) -> s
 
 
 # --------------------------------------------------------------------------- main
+
+
+def git_state() -> str:
+    """HEAD commit and whether spectra/ has uncommitted changes (the run measures the working tree)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "spectra"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"commit {head}" + (f" plus uncommitted changes in {', '.join(changed)}" if changed else " (clean spectra/)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/analyze_vs_weightwatcher.py " + " ".join(argv if argv is not None else sys.argv[1:])
     meta = {"command": command.strip(), "threads": "; ".join(setting_label(t) for t in args.threads)
             + " (the peak-RSS pair runs with the first setting only)", "load_start": load_average(),
-            "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            "start": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "git": git_state()}
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
