@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import layers as L
-from .core.esd import SOLVERS, eigenvalues, eigenvalues_batched, rank_tolerance
+from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
 from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
 from .errors import CheckpointError, ConfigError
@@ -288,15 +288,28 @@ def analyze(
         evals_out: dict[str, np.ndarray] = {}
         pending: list[_Job] = []
 
+        def solve(jobs: list[_Job]) -> list[torch.Tensor | None]:
+            """Eigenvalues per job; None for a matrix with NaN/inf (found on the Gram diagonal)."""
+            try:
+                if len(jobs) > 1:
+                    return eigenvalues_batched([j.matrix for j in jobs], dtype=cfg.torch_dtype, device=device,
+                                               solver=cfg.solver)
+                return [eigenvalues(jobs[0].matrix, dtype=cfg.torch_dtype, device=device, solver=cfg.solver)]
+            except NonFiniteMatrixError:
+                if len(jobs) == 1:
+                    return [None]
+                return [ev for job in jobs for ev in solve([job])]
+
         def flush() -> None:
             if not pending:
                 return
-            if len(pending) > 1:
-                evs = eigenvalues_batched([j.matrix for j in pending], dtype=cfg.torch_dtype, device=device,
-                                          solver=cfg.solver)
-            else:
-                evs = [eigenvalues(pending[0].matrix, dtype=cfg.torch_dtype, device=device, solver=cfg.solver)]
-            for job, ev in zip(pending, evs):
+            for job, ev in zip(pending, solve(pending)):
+                if ev is None:
+                    bad = int((~torch.isfinite(job.matrix)).sum())
+                    records.append(LayerResult(**job.base, Q=job.base["N"] / job.base["M"],
+                                               num_evals=job.base["M"] * (job.matrix.shape[0] if job.matrix.dim() == 3 else 1),
+                                               status="skipped", reason=f"{bad} non-finite values (NaN or inf)"))
+                    continue
                 ev = ev * job.scale
                 rec = analyze_matrix(ev, job.base, cfg, matrix=job.matrix if cfg.randomize else None,
                                      scale=job.scale, generator=generator)
@@ -361,12 +374,7 @@ def _jobs(spec: L.LayerSpec, ckpt, depths, attached, cfg: AnalyzeConfig) -> Iter
             yield LayerResult(**rec_base, Q=N / M, num_evals=n_evals, status="skipped",
                               reason=f"too large: {n_evals} eigenvalues > max_evals {cfg.max_evals}")
             continue
-        bad = int((~torch.isfinite(mat)).sum())
-        if bad:
-            yield LayerResult(**rec_base, Q=N / M, num_evals=n_evals, status="skipped",
-                              reason=f"{bad} non-finite values (NaN or inf)")
-            continue
-        yield _Job(rec_base, mat, scale)
+        yield _Job(rec_base, mat, scale)  # NaN/inf are caught by the solver (see flush)
 
 
 _SUMMARY_METRICS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "log_alpha_norm",

@@ -232,3 +232,16 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
         pytest.skip("CUDA is present")
     with pytest.raises(ConfigError, match="no CUDA device"):
         analyze({"w.weight": torch.randn(10, 10)}, device="cuda")
+
+
+def test_non_finite_conv_and_batched_layers_are_skipped_others_kept():
+    conv = torch.randn(16, 8, 3, 3)
+    conv[0, 0, 1, 1] = float("inf")
+    sd = {f"b.{i}.w.weight": torch.randn(24, 24) for i in range(3)}
+    sd["b.1.w.weight"][2, 2] = float("nan")
+    sd["conv.weight"] = conv
+    result = analyze(sd, batch_size=3)  # the batched path falls back to one-by-one for the bad matrix
+    by = {r.name: r for r in result.layers}
+    assert by["conv"].status == "skipped" and "1 non-finite" in by["conv"].reason
+    assert by["b.1.w"].status == "skipped" and "1 non-finite" in by["b.1.w"].reason
+    assert by["b.0.w"].status == "success" and by["b.2.w"].status == "success"

@@ -14,7 +14,10 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: the process-level memory policy, then the app."""
+    from .._memory import limit_heap_growth
+
+    limit_heap_growth()
     app()
 
 

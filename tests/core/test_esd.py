@@ -64,3 +64,19 @@ def test_rank_deficient_matrix_has_numerical_zeros_below_tolerance():
 def test_rejects_vectors():
     with pytest.raises(ValueError):
         eigenvalues(torch.randn(5))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_entries_are_reported_from_the_gram_diagonal(bad):
+    from spectra.core.esd import NonFiniteMatrixError
+
+    W = torch.randn(30, 20)
+    W[7, 3] = bad
+    for solver in ("gram", "svd"):
+        with pytest.raises(NonFiniteMatrixError):
+            eigenvalues(W, solver=solver)
+    batch = [torch.randn(12, 8) for _ in range(3)]
+    batch[1][0, 0] = bad
+    with pytest.raises(NonFiniteMatrixError) as info:
+        eigenvalues_batched(batch)
+    assert info.value.indices == [1]
