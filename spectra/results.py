@@ -236,7 +236,8 @@ class Analysis:
             except ImportError as exc:
                 from .errors import ConfigError
 
-                raise ConfigError(f"cannot write parquet ({exc}); use .json or .csv") from None
+                raise ConfigError(f"cannot write parquet ({exc}): pip install 'spectra-hts[parquet]', "
+                                  "or use .json or .csv") from None
         else:
             from .errors import ConfigError
 
