@@ -80,3 +80,16 @@ def test_non_finite_entries_are_reported_from_the_gram_diagonal(bad):
     with pytest.raises(NonFiniteMatrixError) as info:
         eigenvalues_batched(batch)
     assert info.value.indices == [1]
+
+
+def test_single_thread_syrk_gram_matches_torch_matmul_path():
+    W = torch.randn(300, 40, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = eigenvalues(W)  # numpy syrk Gram
+        torch.set_num_threads(2)
+        many = eigenvalues(W)  # torch matmul Gram
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, many, rtol=1e-10, atol=1e-10 * float(many[-1]))
