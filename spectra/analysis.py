@@ -277,12 +277,15 @@ def analyze(
     started = time.perf_counter()
     with open_checkpoint(source, trust_pickle=trust_pickle) as ckpt:
         keys = list(ckpt.keys())
-        specs = [L.classify(k, ckpt.info(k).shape, ckpt.info(k).dtype) for k in keys]
+        specs = [L.classify(k, info.shape, info.dtype) for k, info in ((k, ckpt.info(k)) for k in keys)]
         layer_specs = [s for s in specs if s.kind != "vector"]
         depths = L.assign_depths([s.name for s in layer_specs], [s.kind for s in layer_specs])
         analysable = {s.name for s in layer_specs if s.is_layer}
         vectors = {s.key for s in specs if s.kind == "vector"}
         attached = L.attach_vectors(keys, analysable, vectors)
+        owned: dict[str, list[str]] = {}  # layer name -> its vector keys, inverted once
+        for key, owner in attached.items():
+            owned.setdefault(owner, []).append(key)
         num_params = sum(math.prod(s.shape) for s in specs)
         records: list[LayerResult] = []
         evals_out: dict[str, np.ndarray] = {}
@@ -319,7 +322,7 @@ def analyze(
 
         for done, spec in enumerate(specs, 1):
             if spec.kind != "vector":
-                for job_or_record in _jobs(spec, ckpt, depths, attached, cfg):
+                for job_or_record in _jobs(spec, ckpt, depths, tuple(owned.get(spec.name, ())), cfg):
                     if isinstance(job_or_record, LayerResult):
                         flush()
                         records.append(job_or_record)
@@ -345,9 +348,8 @@ def analyze(
     )
 
 
-def _jobs(spec: L.LayerSpec, ckpt, depths, attached, cfg: AnalyzeConfig) -> Iterable[_Job | LayerResult]:
+def _jobs(spec: L.LayerSpec, ckpt, depths, owned: tuple[str, ...], cfg: AnalyzeConfig) -> Iterable[_Job | LayerResult]:
     """Turn one layer tensor into eigen-solver jobs, or into skipped records with reasons."""
-    owned = tuple(k for k, owner in attached.items() if owner == spec.name)
     base = dict(name=spec.name, param=spec.key, kind=spec.kind, shape=spec.shape, depth=depths[spec.name],
                 dtype=spec.dtype, attached=owned)
     if not spec.is_layer:

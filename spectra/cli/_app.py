@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +122,13 @@ def parse_pairs(items: Iterable[str] | None, what: str) -> dict[str, Any]:
             value = text
         out[key.strip().replace("-", "_")] = value
     return out
+
+
+def fmt(value: Any, spec: str = ".3g") -> str:
+    """A table cell: ``-`` for a missing or non-finite number, ints as they are, floats by ``spec``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
 
 
 def is_stdout(out: Path | None) -> bool:

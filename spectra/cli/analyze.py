@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, is_stdout,
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout,
                    progress_callback, stdout_console)
 
 _FORMATS = (".json", ".csv", ".parquet")
@@ -55,14 +54,6 @@ def analyze_cmd(
     emit(result, out, quiet=quiet, render=render_analysis, save=lambda r, p: r.save(p))
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
 def render_analysis(result) -> None:
     """Summary line and the per-layer table on stdout."""
     from rich.table import Table
@@ -75,8 +66,8 @@ def render_analysis(result) -> None:
         f"{s['num_vectors']} vectors attached, {s['seconds']:.2f} s"
     )
     console.print(
-        f"alpha mean {_fmt(s['alpha'])}  median {_fmt(s['alpha_median'])}   "
-        f"alpha_weighted mean {_fmt(s['alpha_weighted'])}   "
+        f"alpha mean {fmt(s['alpha'], '.2f')}  median {fmt(s['alpha_median'], '.2f')}   "
+        f"alpha_weighted mean {fmt(s['alpha_weighted'], '.2f')}   "
         f"under-trained (alpha > 6): {s['num_under_trained']}   over-trained (alpha < 2): {s['num_over_trained']}"
     )
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -86,14 +77,14 @@ def render_analysis(result) -> None:
         table.add_column(col, justify=justify, no_wrap=col != "note")
     for r in result.layers:
         if r.alpha_ci:
-            spread = f"[{_fmt(r.alpha_ci[0])}, {_fmt(r.alpha_ci[1])}]"
+            spread = f"[{fmt(r.alpha_ci[0], '.2f')}, {fmt(r.alpha_ci[1], '.2f')}]"
         else:
-            spread = _fmt(r.sigma)
+            spread = fmt(r.sigma, '.2f')
         note = r.warning if r.ok else f"{r.status}: {r.reason}"
         style = {"over-trained": "red", "under-trained": "yellow"}.get(r.warning, "" if r.ok else "dim")
         table.add_row(
-            str(r.depth), r.name, r.kind, "x".join(map(str, r.shape)), _fmt(r.alpha), spread, _fmt(r.D, 3),
-            _fmt(r.num_pl_spikes), _fmt(r.alpha_weighted), _fmt(r.stable_rank, 1), _fmt(r.log_spectral_norm),
+            str(r.depth), r.name, r.kind, "x".join(map(str, r.shape)), fmt(r.alpha, '.2f'), spread, fmt(r.D, '.3f'),
+            fmt(r.num_pl_spikes, '.2f'), fmt(r.alpha_weighted, '.2f'), fmt(r.stable_rank, '.1f'), fmt(r.log_spectral_norm, '.2f'),
             note, style=style,
         )
     console.print(table)

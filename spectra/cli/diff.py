@@ -7,9 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
                    progress_callback, stdout_console)
-from .noise import fmt
 
 
 @command("diff")

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
                    progress_callback, stdout_console)
-
-
-def fmt(value, spec: str = ".3g") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return format(value, spec) if isinstance(value, float) else str(value)
 
 
 @command("noise")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
                    progress_callback, stdout_console)
 
 _BAR = 30
@@ -61,10 +60,6 @@ def prescribe_cmd(
     emit(lrmap, out, quiet=quiet, render=lambda m: render_lrmap(m, get_rule(method).description))
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
-
-
 def render_rules(rules) -> None:
     from rich.table import Table
 
@@ -91,7 +86,7 @@ def render_lrmap(lrmap, description: str) -> None:
     for col, justify in (("depth", "right"), ("layer", "left"), (metric, "right"), ("multiplier", "right"), ("note", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "note")
     for e in lrmap.layers:
-        table.add_row(str(e.depth), e.name, _fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if e.prescribed else "dim")
+        table.add_row(str(e.depth), e.name, fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if e.prescribed else "dim")
     console.print(table)
     console.print(f"{prescribed} layers prescribed, {len(lrmap.layers) - prescribed} left at the default ({lrmap.default:g})")
     profile = lrmap.by_depth()

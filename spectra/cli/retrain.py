@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, SeedOpt, command, parse_pairs, progress_callback, stdout_console
+from ._app import DeviceOpt, QuietOpt, SeedOpt, command, fmt, parse_pairs, progress_callback, stdout_console
 
 
 @command("retrain")
@@ -61,12 +60,6 @@ def retrain_cmd(
     typer.echo(f"wrote {run_dir}", err=True)
 
 
-def _num(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return format(value, fmt)
-
-
 def render_history(result) -> None:
     from rich.table import Table
 
@@ -74,9 +67,9 @@ def render_history(result) -> None:
     for col in ("epoch", "train loss", "eval loss", f"eval {result.metric_name}", "lr min", "lr max", "time s"):
         table.add_column(col, justify="right")
     for h in result.history:
-        table.add_row(str(h["epoch"]), _num(h["train_loss"], ".4f"), _num(h["eval_loss"], ".4f"),
-                      _num(h["eval_metric"], ".4f"), _num(h["lr_min"], ".3g"), _num(h["lr_max"], ".3g"),
-                      _num(h["time"], ".1f"))
+        table.add_row(str(h["epoch"]), fmt(h["train_loss"], ".4f"), fmt(h["eval_loss"], ".4f"),
+                      fmt(h["eval_metric"], ".4f"), fmt(h["lr_min"], ".3g"), fmt(h["lr_max"], ".3g"),
+                      fmt(h["time"], ".1f"))
     stdout_console().print(table)
 
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError
+from ..results import jsonable
 from .refit import Refitter
 from .task import Task, load_task
 
@@ -168,12 +169,6 @@ def _save_checkpoint(model: nn.Module, path: Path) -> None:
 
 def _checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / "checkpoints" / f"epoch-{epoch:04d}.safetensors"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -327,8 +322,8 @@ def _record(epoch: int, step: int, train_loss: float, eval_loss: float, metric: 
     # DALS keeps group["lr"] at its peak and schedules internally; it reports the LR a step used
     lrs = [float(g.get("scheduled_lr", g["lr"])) for g in opt.param_groups]
     return {
-        "epoch": epoch, "step": step, "train_loss": _jsonable(train_loss), "eval_loss": _jsonable(eval_loss),
-        "eval_metric": _jsonable(metric), "lr_min": min(lrs), "lr_max": max(lrs), "time": round(wall, 4),
+        "epoch": epoch, "step": step, "train_loss": jsonable(train_loss), "eval_loss": jsonable(eval_loss),
+        "eval_metric": jsonable(metric), "lr_min": min(lrs), "lr_max": max(lrs), "time": round(wall, 4),
         "refits": refitter.count if refitter is not None else 0,
     }
 
@@ -414,7 +409,7 @@ def _finish_run(run_dir: Path, result: RunResult, task: Task) -> None:
     last = sorted((run_dir / "checkpoints").glob("epoch-*.safetensors"))
     data.update({
         "status": result.status, "metric": result.metric_name, "task_meta": dict(task.meta),
-        "final_metric": _jsonable(result.final_metric), "best_metric": _jsonable(result.best_metric),
+        "final_metric": jsonable(result.final_metric), "best_metric": jsonable(result.best_metric),
         "epochs_done": int(result.history[-1]["epoch"]), "wall_time": round(result.wall_time, 3),
         "last_checkpoint": str(last[-1].relative_to(run_dir)) if last else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
