@@ -75,7 +75,6 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..errors import ConfigError
-from .grokfast import ema_update_
 from .schedules import phase_cosine, warmup_steps
 
 __all__ = ["DALS", "trust_ratio", "PRESETS"]
@@ -199,6 +198,11 @@ class DALS(Optimizer):
         for group in self.param_groups:
             for key, value in _BACKFILL.items():
                 group.setdefault(key, value)
+            for p in group["params"]:  # older state dicts kept the raw EMA h; the state is now h^
+                st = self.state.get(p) if hasattr(self, "state") else None
+                if st and "grokfast_ema" in st:
+                    ema, n = st.pop("grokfast_ema"), st.get("grokfast_steps", 0)
+                    st["grokfast_avg"] = ema / (1.0 - group["grokfast_alpha"] ** n) if n else ema
 
     # -- per-group scalars (python floats: no device syncs) -------------------------------------
     def _depth_terms(self) -> tuple[list[float], list[float]]:
@@ -243,7 +247,7 @@ class DALS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         fracs, factors = self._depth_terms()
-        pending: list[_Pending] = []
+        work = []
         for group, frac, factor in zip(self.param_groups, fracs, factors):
             t = group["step"]
             group["step"] = t + 1
@@ -254,16 +258,26 @@ class DALS(Optimizer):
             if foreach is None:
                 foreach = len({p.device for p in params}) == 1 and params[0].is_cuda
             warm = warmup_steps(group["warmup"], group["total_steps"])
+            lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
+            work.append((group, t, warm, factor, lamb if t >= warm else 0.0, params, grads, states, foreach))
+        if not hasattr(self, "_scratch_cache"):
+            self._scratch_cache: dict[tuple, Tensor] = {}
+        scratch = _scratch([(grads, _needs_scratch(group, lamb)) for group, _, _, _, lamb, _, grads, _, foreach
+                            in work if not foreach], self._scratch_cache)
+        pending: list[_Pending] = []
+        for group, t, warm, factor, lamb, params, grads, states, foreach in work:
             lr_t = group["lr"] * self._schedule(group, t, warm) * factor
             group["scheduled_lr"] = lr_t  # for logging: the LR this step used, before trust ratios
-            lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
-            grads = _filter(grads, states, group, lamb if t >= warm else 0.0, foreach)
-            if group["base"] == "adam":
-                updates, coefs = _adam_direction(grads, states, group, foreach)
-            else:
-                updates, coefs = _sgd_direction(grads, states, group, foreach), None
+            outs = None if foreach else next(scratch)
+            grads = _filter(grads, states, group, lamb, foreach, outs)
             adapt = [bool(group["trust_ratio"]) and p.ndim >= 2 for p in params]
-            pending.append(_Pending(group, lr_t, params, updates, coefs, adapt, foreach))
+            denoms: list[Tensor | None] | None = None
+            coefs: list[float] | None = None
+            if group["base"] == "adam":
+                updates, denoms, coefs = _adam_direction(grads, states, group, adapt, foreach, outs)
+            else:
+                updates = _sgd_direction(grads, states, group, foreach, outs)
+            pending.append(_Pending(group, lr_t, params, updates, denoms, coefs, adapt, foreach))
         _trust_scales(pending)
         for item in pending:
             _apply(item)
@@ -274,24 +288,66 @@ class DALS(Optimizer):
 class _Pending:
     """One group's step between the direction and the update (filled in by ``_trust_scales``).
 
-    The true update of tensor i is ``coefs[i] * updates[i]`` (Adam's bias corrections are folded into
-    ``coefs`` so no extra pass over the tensors is needed). Without coefs (SGD base) ``updates`` may
-    alias optimizer state or ``p.grad`` and are never modified; with coefs (Adam base) they are
-    temporaries.
+    The true update of tensor i is ``coefs[i] * updates[i]``, divided by ``denoms[i]`` where that is
+    set (Adam's bias corrections are folded into ``coefs`` so no extra pass over the tensors is
+    needed; exempt Adam tensors keep numerator and denominator apart for one fused ``addcdiv``).
+    ``updates`` may alias optimizer state or ``p.grad`` and are never modified.
     """
 
     group: dict[str, Any]
     lr: float
     params: list[Tensor]
     updates: list[Tensor]
+    denoms: list[Tensor | None] | None
     coefs: list[float] | None
     adapt: list[bool]
     foreach: bool
     scales: list[Tensor] = field(default_factory=list)
 
 
+def _needs_scratch(group: dict[str, Any], lamb: float) -> bool:
+    """Whether a single-tensor group writes temporaries (a filtered or negated gradient, Adam's
+    denominator, a Nesterov direction)."""
+    return group["base"] == "adam" or group["maximize"] or lamb != 0.0 or bool(group["nesterov"])
+
+
+def _scratch(requests: list[tuple[list[Tensor], bool]], cache: dict[tuple, Tensor]):
+    """Yield, per request, a list of scratch tensors shaped like its gradients (``None`` if not needed).
+
+    The single-tensor path's temporaries are views into one flat buffer per (device, dtype), kept in
+    ``cache`` between steps (it is derived data, not optimizer state, and never saved). On CPU this
+    matters more than the arithmetic: torch's CPU allocator does not cache, so a step that allocates
+    and frees parameter-sized temporaries pays a page fault per 4 kB to get the memory back from the
+    OS on every step (see reports/bench/optim_step.md). The filtered gradient, then Adam's
+    denominator, then its quotient ``m / d`` reuse the same view, so the buffer is one parameter-sized
+    tensor at most, the same memory that allocating the temporaries would take at the step's peak.
+    """
+    sizes: dict[tuple, int] = {}
+    for grads, needed in requests:
+        if needed:
+            for g in grads:
+                key = (g.device, g.dtype)
+                sizes[key] = sizes.get(key, 0) + g.numel()
+    for key, n in sizes.items():
+        if key not in cache or cache[key].numel() < n:
+            cache[key] = torch.empty(n, device=key[0], dtype=key[1])
+    flats = {key: cache[key] for key in sizes}
+    offsets = dict.fromkeys(flats, 0)
+    for grads, needed in requests:
+        if not needed:
+            yield None
+            continue
+        views = []
+        for g in grads:
+            key = (g.device, g.dtype)
+            start = offsets[key]
+            offsets[key] = start + g.numel()
+            views.append(flats[key][start:start + g.numel()].view(g.shape))
+        yield views
+
+
 def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb: float,
-            foreach: bool) -> list[Tensor]:
+            foreach: bool, outs: list[Tensor] | None = None) -> list[Tensor]:
     """Sign-correct the gradients and run the (depth-aware) Grokfast EMA filter (p.grad untouched).
 
     The EMA starts at zero and is bias-corrected, h^ = h / (1 - a^n) after n updates (as Adam's
@@ -300,46 +356,60 @@ def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb
     the large one of a freshly initialised head (fine-tuning), the filter keeps pushing the whole
     network along it after warmup. On digits-transfer that collapsed DALS to chance on some seeds;
     with the correction every seed trains (see reports/bench/strategies.md).
+
+    The state holds h^ itself (``grokfast_avg``), so the filter costs two passes over each tensor:
+    since ``a (1 - a^(n-1)) + (1 - a) = 1 - a^n``, the corrected average updates as a lerp,
+    ``h^_n = lerp(h^_(n-1), g, (1 - a) / (1 - a^n))`` (exactly ``g`` at n = 1), and the normalized
+    filtered gradient ``(g + lambda h^) / (1 + lambda)`` is ``lerp(g, h^, lambda / (1 + lambda))``.
+    ``outs`` (single-tensor path) receives the negated or filtered gradients instead of new tensors.
     """
     if group["maximize"]:
-        grads = list(torch._foreach_neg(grads)) if foreach else [-g for g in grads]
+        if foreach:
+            grads = list(torch._foreach_neg(grads))
+        else:
+            grads = [torch.neg(g, out=o) for g, o in zip(grads, outs)] if outs else [-g for g in grads]
     if group["grokfast_lamb"] == 0.0:
         return grads
-    for s, g in zip(states, grads):
-        if "grokfast_ema" not in s:
-            s["grokfast_ema"] = torch.zeros_like(g, memory_format=torch.preserve_format)
+    alpha = group["grokfast_alpha"]
+    buckets: dict[int, list[int]] = {}  # tensors sharing n update in one call
+    for i, (s, g) in enumerate(zip(states, grads)):
+        if "grokfast_avg" not in s:
+            s["grokfast_avg"] = torch.zeros_like(g, memory_format=torch.preserve_format)
             s["grokfast_steps"] = 0
-    emas = [s["grokfast_ema"] for s in states]
-    ema_update_(emas, grads, group["grokfast_alpha"], foreach=foreach)
-    for s in states:
         s["grokfast_steps"] += 1
+        buckets.setdefault(s["grokfast_steps"], []).append(i)
+    avgs = [s["grokfast_avg"] for s in states]
+    for n, idx in buckets.items():
+        _lerp_([avgs[i] for i in idx], [grads[i] for i in idx], (1.0 - alpha) / (1.0 - alpha ** n), foreach)
     if lamb == 0.0:
         return grads
-    # filtered = scale * (g + lamb * h / (1 - a^n)); tensors sharing n are done in one foreach call
-    scale = 1.0 / (1.0 + lamb) if group["grokfast_normalize"] else 1.0
-    buckets: dict[int, list[int]] = {}
-    for i, st in enumerate(states):
-        buckets.setdefault(st["grokfast_steps"], []).append(i)
-    out: list[Tensor] = [grads[0]] * len(grads)
-    for n, idx in buckets.items():
-        coef = lamb / (1.0 - group["grokfast_alpha"] ** n)
-        gs, hs = [grads[i] for i in idx], [emas[i] for i in idx]
-        if foreach:
-            res = list(torch._foreach_add(gs, hs, alpha=coef))
-            if scale != 1.0:
-                torch._foreach_mul_(res, scale)
-        else:
-            res = [g.add(h, alpha=coef) for g, h in zip(gs, hs)]
-            if scale != 1.0:
-                for r in res:
-                    r.mul_(scale)
-        for i, r in zip(idx, res):
-            out[i] = r
-    return out
+    normalize = group["grokfast_normalize"]
+    weight = lamb / (1.0 + lamb)
+    if foreach:
+        return list(torch._foreach_lerp(grads, avgs, weight)) if normalize else \
+            list(torch._foreach_add(grads, avgs, alpha=lamb))
+    if outs is None:
+        outs = [None] * len(grads)  # type: ignore[list-item]
+    if normalize:
+        return [torch.lerp(g, h, weight, out=o) if o is not None else torch.lerp(g, h, weight)
+                for g, h, o in zip(grads, avgs, outs)]
+    return [torch.add(g, h, alpha=lamb, out=o) if o is not None else g.add(h, alpha=lamb)
+            for g, h, o in zip(grads, avgs, outs)]
 
 
-def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool) -> list[Tensor]:
-    """Momentum SGD direction, torch ``SGD`` semantics (the buffer starts at the first gradient)."""
+def _lerp_(targets: list[Tensor], ends: list[Tensor], weight: float, foreach: bool) -> None:
+    if foreach:
+        torch._foreach_lerp_(targets, ends, weight)
+    else:
+        for x, e in zip(targets, ends):
+            x.lerp_(e, weight)
+
+
+def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool,
+                   outs: list[Tensor] | None = None) -> list[Tensor]:
+    """Momentum SGD direction, torch ``SGD`` semantics (the buffer starts at the first gradient).
+
+    A Nesterov direction ``g + momentum * buf`` is written into ``outs`` when given."""
     momentum, dampening = group["momentum"], group["dampening"]
     if momentum == 0.0:
         return grads
@@ -360,15 +430,23 @@ def _sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any
         return bufs
     if foreach:
         return list(torch._foreach_add(grads, bufs, alpha=momentum))
+    if outs is not None:
+        return [torch.add(g, b, alpha=momentum, out=o) for g, b, o in zip(grads, bufs, outs)]
     return [g.add(b, alpha=momentum) for g, b in zip(grads, bufs)]
 
 
-def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any],
-                    foreach: bool) -> tuple[list[Tensor], list[float]]:
+def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], adapt: list[bool],
+                    foreach: bool, outs: list[Tensor] | None = None
+                    ) -> tuple[list[Tensor], list[Tensor | None], list[float]]:
     """Adam direction ``m^ / (sqrt(v^) + eps)`` as ``coef * m / (sqrt(v) + eps sqrt(bc2))``.
 
     With ``coef = sqrt(bc2) / bc1`` (``bc_k = 1 - beta_k^t``) this equals the bias-corrected form
     exactly; the coefficient is applied to the trust-ratio norm and the final scale, not per element.
+    Returns ``(updates, denoms, coefs)``: a tensor with a trust ratio gets its quotient ``m / d``
+    (computed into the denominator's buffer, needed whole for its norm) and ``denoms[i] = None``;
+    an exempt tensor gets ``updates[i] = m`` (the state itself, not to be modified) and its
+    denominator, so the update is one fused ``addcdiv`` as in torch's AdamW. ``outs`` (single-tensor
+    path) receive the denominators; one may hold the filtered gradient, which is dead by then.
     """
     beta1, beta2 = group["betas"]
     for s, g in zip(states, grads):
@@ -382,27 +460,44 @@ def _adam_direction(grads: list[Tensor], states: list[dict], group: dict[str, An
     bc2_sqrt = [math.sqrt(1.0 - beta2 ** s["step"]) for s in states]
     coefs = [c2 / (1.0 - beta1 ** s["step"]) for c2, s in zip(bc2_sqrt, states)]
     eps = [group["eps"] * c2 for c2 in bc2_sqrt]
+    picked = [i for i, a in enumerate(adapt) if a]
     if foreach:
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(denom, eps)
-        return list(torch._foreach_div(exp_avgs, denom)), coefs
-    updates = []
-    for m, v, g, e in zip(exp_avgs, exp_avg_sqs, grads, eps):
-        m.lerp_(g, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        updates.append(m / v.sqrt().add_(e))
-    return updates, coefs
+        denoms: list[Tensor | None] = list(torch._foreach_sqrt(exp_avg_sqs))
+        torch._foreach_add_(denoms, eps)
+        if picked:  # (the Python binding has no out= here; on CUDA the allocator caches anyway)
+            quotients = torch._foreach_div([exp_avgs[i] for i in picked], [denoms[i] for i in picked])
+            for i, q in zip(picked, quotients):
+                denoms[i] = q
+    else:
+        denoms = []
+        for i, (m, v, g, e, a) in enumerate(zip(exp_avgs, exp_avg_sqs, grads, eps, adapt)):
+            m.lerp_(g, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            d = (torch.sqrt(v, out=outs[i]) if outs is not None else v.sqrt()).add_(e)
+            denoms.append(torch.div(m, d, out=d) if a else d)
+    updates = list(exp_avgs)
+    for i in picked:
+        updates[i], denoms[i] = denoms[i], None  # type: ignore[call-overload]
+    return updates, denoms, coefs
 
 
 def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
-    """Full-tensor L2 norms as 0-d device tensors, in at least float32 (bf16-safe)."""
+    """Full-tensor L2 norms as 0-d device tensors, in at least float32 (bf16-safe).
+
+    Contiguous float32/float64 CPU tensors use a BLAS dot product (about 3x faster than
+    ``vector_norm`` there); everything else uses ``vector_norm`` / ``_foreach_norm``.
+    """
     out: list[Tensor | None] = [None] * len(tensors)
     buckets: dict[tuple, list[int]] = {}
     for i, x in enumerate(tensors):
-        buckets.setdefault((x.device, x.dtype), []).append(i)
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
+            flat = x.view(-1)
+            out[i] = torch.dot(flat, flat).sqrt()
+        else:
+            buckets.setdefault((x.device, x.dtype), []).append(i)
     for (_, dtype), idx in buckets.items():
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         xs = [tensors[i] for i in idx]
@@ -416,40 +511,57 @@ def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
 
 
 def _trust_scales(pending: list[_Pending]) -> None:
-    """Fill ``item.scales`` with each adapted tensor's normalized trust ratio (0-d, on its device)."""
+    """Fill ``item.scales`` with each adapted tensor's normalized trust ratio (0-d, on its device).
+
+    Everything after the norms is a handful of operations on two short vectors (one entry per adapted
+    tensor) on the first tensor's device; nothing is read back to the host.
+    """
     picked = [(item, i) for item in pending for i, a in enumerate(item.adapt) if a]
     if not picked:
         return
     foreach = any(item.foreach for item in pending)
     ws = [item.params[i] for item, i in picked]
     us = [item.updates[i] for item, i in picked]
-    u_norms = _norms(us, foreach)
-    coefs = [item.coefs[i] if item.coefs is not None else 1.0 for item, i in picked]
-    if any(c != 1.0 for c in coefs):  # ||coef * u|| without touching u
-        u_norms = list(torch._foreach_mul(u_norms, coefs)) if foreach else [n * c for n, c in zip(u_norms, coefs)]
     home = ws[0].device
     acc = torch.float64 if any(w.dtype == torch.float64 for w in ws) else torch.float32
-    w_norm = torch.stack([n.to(home, acc) for n in _norms(ws, foreach)])
-    u_norm = torch.stack([n.to(home, acc) for n in u_norms])
-    tau = torch.empty_like(w_norm)
-    norm_mask: list[bool] = []
-    start = 0
-    for item in pending:  # each group clips with its own band
-        count = sum(item.adapt)
-        if count:
-            group = item.group
-            tau[start:start + count] = trust_ratio(w_norm[start:start + count], u_norm[start:start + count],
-                                                   clip=group["trust_clip"], eps=group["trust_eps"])
-            norm_mask += [bool(group["normalize_trust"])] * count
-        start += count
-    if all(norm_mask):
+
+    def vector(norms: list[Tensor]) -> Tensor:
+        if all(n.device == home and n.dtype == acc for n in norms):
+            return torch.stack(norms)
+        return torch.stack([n.to(home, acc) for n in norms])
+
+    u_norms = _norms(us, foreach)
+    coefs = [item.coefs[i] if item.coefs is not None else 1.0 for item, i in picked]
+    if any(c != 1.0 for c in coefs) and home.type != "cpu":  # ||coef * u|| without touching u
+        u_norms = list(torch._foreach_mul(u_norms, coefs))
+    w_norm, u_norm = vector(_norms(ws, foreach)), vector(u_norms)
+    if any(c != 1.0 for c in coefs) and home.type == "cpu":
+        u_norm = u_norm * torch.tensor(coefs, dtype=acc)
+    counts = [sum(item.adapt) for item in pending]
+    bands = {(item.group["trust_clip"], item.group["trust_eps"]) for item, n in zip(pending, counts) if n}
+    if len(bands) == 1:
+        (clip, eps), = bands
+        tau = trust_ratio(w_norm, u_norm, clip=clip, eps=eps)
+    else:  # each group clips with its own band
+        parts, start = [], 0
+        for item, n in zip(pending, counts):
+            if n:
+                parts.append(trust_ratio(w_norm[start:start + n], u_norm[start:start + n],
+                                         clip=item.group["trust_clip"], eps=item.group["trust_eps"]))
+            start += n
+        tau = torch.cat(parts)
+    flags = [bool(item.group["normalize_trust"]) for item, n in zip(pending, counts) if n]
+    if all(flags):
         tau = tau / tau.mean()
-    elif any(norm_mask):
-        idx = torch.tensor([i for i, m in enumerate(norm_mask) if m]).to(home)
-        tau = tau.index_copy(0, idx, tau.index_select(0, idx) / tau.index_select(0, idx).mean())
-    values = tau.unbind()
-    for (item, i), value in zip(picked, values):
-        item.scales.append(value.to(item.params[i].device))
+    elif any(flags):  # normalize only the groups that ask for it; the mask is built on the device
+        mask = torch.cat([(torch.ones if item.group["normalize_trust"] else torch.zeros)(n, dtype=torch.bool,
+                                                                                          device=home)
+                          for item, n in zip(pending, counts) if n])
+        mean = torch.where(mask, tau, torch.zeros_like(tau)).sum() / mask.sum()
+        tau = torch.where(mask, tau / mean, tau)
+    same = all(w.device == home for w in ws)
+    for (item, i), value in zip(picked, tau.unbind()):
+        item.scales.append(value if same else value.to(item.params[i].device))
 
 
 def _apply(item: _Pending) -> None:
@@ -475,16 +587,19 @@ def _apply(item: _Pending) -> None:
         else:
             for p, u, s in zip(ps, us, scales):
                 p.addcmul_(u, s, value=-lr)
-    if exempt:
-        ps, us, factors = [params[i] for i in exempt], [updates[i] for i in exempt], [coefs[i] for i in exempt]
-        if any(f != 1.0 for f in factors):  # only the Adam base has coefs; its updates are temporaries
-            if item.foreach:
-                torch._foreach_mul_(us, factors)
-            else:
-                for u, f in zip(us, factors):
-                    u.mul_(f)
+    if not exempt:
+        return
+    ps, us = [params[i] for i in exempt], [updates[i] for i in exempt]
+    if item.denoms is not None:  # Adam base: w += -lr coef m / d in one pass, as torch's AdamW does
+        ds = [item.denoms[i] for i in exempt]
+        steps = [-lr * coefs[i] for i in exempt]
         if item.foreach:
-            torch._foreach_add_(ps, us, alpha=-lr)
+            torch._foreach_addcdiv_(ps, us, ds, steps)  # type: ignore[arg-type]
         else:
-            for p, u in zip(ps, us):
-                p.add_(u, alpha=-lr)
+            for p, u, d, step in zip(ps, us, ds, steps):
+                p.addcdiv_(u, d, value=step)  # type: ignore[arg-type]
+    elif item.foreach:
+        torch._foreach_add_(ps, us, alpha=-lr)
+    else:
+        for p, u in zip(ps, us):
+            p.add_(u, alpha=-lr)

@@ -98,6 +98,40 @@ def test_trust_ratio_without_normalization_is_clipped():
     torch.testing.assert_close(c.detach(), torch.tensor([[100.0 - 0.1 * 10.0]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_groups_with_their_own_band_and_normalization(foreach):
+    a, b, c = _params([[3.0, 4.0]], [[1.0, 0.0]], [[100.0]])
+    groups = [{"params": [a]}, {"params": [b], "trust_clip": (0.1, 0.25)},
+              {"params": [c], "normalize_trust": False}]
+    opt = DALS(groups, lr=0.1, momentum=0.0, schedule=False, grokfast_lamb=0.0, trust_eps=0.0, total_steps=10,
+               foreach=foreach)
+    _set_grads([a, b, c], [[[0.6, 0.8]], [[0.0, 2.0]], [[1.0]]])
+    opt.step()
+    # tau_a = 5, tau_b = clip(0.5, 0.1, 0.25) = 0.25 (its own band), tau_c = clip(100) = 10 (not normalized);
+    # a and b are normalized by their own mean, 2.625
+    torch.testing.assert_close(a.detach(), torch.tensor([[3.0 - 0.1 * 5 / 2.625 * 0.6, 4.0 - 0.1 * 5 / 2.625 * 0.8]],
+                                                        dtype=torch.float64))
+    torch.testing.assert_close(b.detach(), torch.tensor([[1.0, -0.1 * 0.25 / 2.625 * 2.0]], dtype=torch.float64))
+    torch.testing.assert_close(c.detach(), torch.tensor([[100.0 - 0.1 * 10.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adam_base_trust_ratio_uses_the_bias_corrected_direction(foreach):
+    a, b, bias = _params([[3.0, 4.0]], [[1.0, 0.0]], [1.0])
+    opt = DALS([a, b, bias], lr=0.1, base="adam", eps=0.0, schedule=False, grokfast_lamb=0.0, trust_eps=0.0,
+               total_steps=10, foreach=foreach)
+    _set_grads([a, b, bias], [[[0.6, -0.8]], [[-3.0, 2.0]], [0.5]])
+    opt.step()
+    # step 1: m^ = g, v^ = g^2, u = g / |g| = sign(g); ||u|| = sqrt(2) for both, ||w|| = 5 and 1
+    tau_a, tau_b = 5 / math.sqrt(2), 1 / math.sqrt(2)
+    mean = (tau_a + tau_b) / 2
+    torch.testing.assert_close(a.detach(), torch.tensor([[3.0 - 0.1 * tau_a / mean, 4.0 + 0.1 * tau_a / mean]],
+                                                        dtype=torch.float64))
+    torch.testing.assert_close(b.detach(), torch.tensor([[1.0 + 0.1 * tau_b / mean, -0.1 * tau_b / mean]],
+                                                        dtype=torch.float64))
+    torch.testing.assert_close(bias.detach(), torch.tensor([1.0 - 0.1], dtype=torch.float64))
+
+
 # -- depth-aware Grokfast -------------------------------------------------------------------------
 def test_grokfast_filter_two_steps_by_hand():
     (w,) = _params([1.0, 1.0])  # 1-D: no trust ratio
@@ -114,7 +148,7 @@ def test_grokfast_filter_two_steps_by_hand():
     h = alpha * (1 - alpha) * g1 + (1 - alpha) * g2
     h_hat = h / (1 - alpha**2)  # = (alpha g1 + g2) / (1 + alpha): g1 no longer dominates
     torch.testing.assert_close(w.detach(), expected - lr * (g2 + lamb * h_hat))
-    torch.testing.assert_close(opt.state[w]["grokfast_ema"], h)
+    torch.testing.assert_close(opt.state[w]["grokfast_avg"], h_hat)  # the state is the corrected average
     assert opt.state[w]["grokfast_steps"] == 2
     torch.testing.assert_close(w.grad, g2)  # p.grad itself is not modified
 
@@ -304,6 +338,24 @@ def test_presets_set_their_documented_options():
     assert (fast["warmup"], fast["peak_factor"], fast["grokfast_alpha"]) == (0.02, 2.0, 0.9)
     ft = DALS.finetune(make_toy().parameters(), total_steps=10, grokfast_lamb=0.5).param_groups[0]
     assert (ft["base"], ft["depth_decay"], ft["grokfast_lamb"], ft["lr"]) == ("adam", 0.9, 0.5, 1e-3)
+
+
+def test_state_dict_with_the_older_raw_grokfast_ema_resumes_identically():
+    """State dicts written before the filter stored h^ carry the raw EMA h; loading converts it."""
+    model = make_toy()
+    opt = DALS(model.parameters(), lr=0.02, warmup=2, total_steps=30)
+    train(model, opt, 10)
+    state = copy.deepcopy(opt.state_dict())
+    alpha = opt.param_groups[0]["grokfast_alpha"]
+    for s in state["state"].values():  # rewrite to the older layout: raw EMA h = h^ (1 - a^n)
+        s["grokfast_ema"] = s.pop("grokfast_avg") * (1 - alpha ** s["grokfast_steps"])
+    twin = copy.deepcopy(model)
+    twin_opt = DALS(twin.parameters(), lr=0.02, warmup=2, total_steps=30)
+    twin_opt.load_state_dict(state)
+    assert all("grokfast_ema" not in s for s in twin_opt.state.values())
+    train(model, opt, 10)
+    train(twin, twin_opt, 10)
+    torch.testing.assert_close(flat(twin), flat(model))
 
 
 def test_setstate_backfills_keys_missing_from_older_state_dicts():
