@@ -140,14 +140,14 @@ def test_grokfast_filter_two_steps_by_hand():
                grokfast_lamb=lamb, grokfast_normalize=False, total_steps=10)
     g1, g2 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 2.0], dtype=torch.float64)
     w.grad = g1.clone()
-    opt.step()  # h = (1 - alpha) g1, bias-corrected h^ = h / (1 - alpha) = g1; step = g1 + lamb g1
-    expected = torch.tensor([1.0, 1.0], dtype=torch.float64) - lr * (g1 + lamb * g1)
+    opt.step()  # zero-started EMA h = (1 - alpha) g1; step = g1 + lamb h (g1 gets no extra weight)
+    expected = torch.tensor([1.0, 1.0], dtype=torch.float64) - lr * (g1 + lamb * (1 - alpha) * g1)
     torch.testing.assert_close(w.detach(), expected)
     w.grad = g2.clone()
-    opt.step()  # h = alpha (1 - alpha) g1 + (1 - alpha) g2, h^ = h / (1 - alpha^2)
+    opt.step()  # h = alpha (1 - alpha) g1 + (1 - alpha) g2; step = g2 + lamb h
     h = alpha * (1 - alpha) * g1 + (1 - alpha) * g2
-    h_hat = h / (1 - alpha**2)  # = (alpha g1 + g2) / (1 + alpha): g1 no longer dominates
-    torch.testing.assert_close(w.detach(), expected - lr * (g2 + lamb * h_hat))
+    h_hat = h / (1 - alpha**2)  # the stored bias-corrected average: (alpha g1 + g2) / (1 + alpha)
+    torch.testing.assert_close(w.detach(), expected - lr * (g2 + lamb * h))
     torch.testing.assert_close(opt.state[w]["grokfast_avg"], h_hat)  # the state is the corrected average
     assert opt.state[w]["grokfast_steps"] == 2
     torch.testing.assert_close(w.grad, g2)  # p.grad itself is not modified
@@ -163,12 +163,22 @@ def test_grokfast_amplification_grows_with_depth():
     for p in (low, mid, top):
         torch.testing.assert_close(p.detach(), torch.tensor([-1.0], dtype=torch.float64))
     _set_grads([low, mid, top], [[3.0], [3.0], [3.0]])
-    opt.step()  # h = 0.5 * 0.5 + 0.5 * 3 = 1.75, h^ = 1.75 / (1 - 0.25) = 7/3; lambda_l = 2 (0.25 + 0.75 d_l)
-    h_hat = 1.75 / 0.75
+    opt.step()  # h = 0.5 * 0.5 + 0.5 * 3 = 1.75; lambda_l = 2 (0.25 + 0.75 d_l), ramped by 1 - 0.5^2
+    h = 1.75
     for p, d in ((low, 0.0), (mid, 0.5), (top, 1.0)):
         lam = 2.0 * (0.25 + 0.75 * d)
-        step = (3.0 + lam * h_hat) / (1.0 + lam)
+        step = (3.0 + lam * h) / (1.0 + 0.75 * lam)  # (g + lambda h) / (1 + lambda_n): g if g = h^
         torch.testing.assert_close(p.detach(), torch.tensor([-1.0 - step], dtype=torch.float64))
+
+
+def test_normalized_filter_leaves_a_constant_gradient_unchanged_at_every_step():
+    (w,) = _params([0.0, 0.0])
+    opt = DALS([w], lr=0.1, momentum=0.0, schedule=False, trust_ratio=False, warmup=0, grokfast_alpha=0.9,
+               grokfast_lamb=3.0, total_steps=10)
+    for t in range(1, 6):  # h^ = g, so (g + lambda h) / (1 + lambda_n) = g whatever the ramp
+        w.grad = torch.tensor([1.0, -2.0], dtype=torch.float64)
+        opt.step()
+        torch.testing.assert_close(w.detach(), torch.tensor([-0.1 * t, 0.2 * t], dtype=torch.float64))
 
 
 def test_grokfast_is_off_during_warmup_but_the_ema_accumulates():
@@ -180,8 +190,8 @@ def test_grokfast_is_off_during_warmup_but_the_ema_accumulates():
         opt.step()
         torch.testing.assert_close(w.detach(), torch.tensor([expected], dtype=torch.float64))
     w.grad = torch.tensor([1.0], dtype=torch.float64)
-    opt.step()  # h: 0.5 -> 1.75 -> 1.375, h^ = 1.375 / (1 - 0.5^3) = 11/7; step = 1 + 11/7
-    torch.testing.assert_close(w.detach(), torch.tensor([-4.0 - 1.0 - 11 / 7], dtype=torch.float64))
+    opt.step()  # h: 0.5 -> 1.75 -> 1.375 (accumulated through warmup); step = g + lambda h = 1 + 1.375
+    torch.testing.assert_close(w.detach(), torch.tensor([-4.0 - 1.0 - 1.375], dtype=torch.float64))
 
 
 # -- schedule, depth factor, LR convention --------------------------------------------------------
