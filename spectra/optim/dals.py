@@ -224,6 +224,14 @@ class DALS(Optimizer):
     # -- per-group scalars (python floats: no device syncs) -------------------------------------
     def _depth_terms(self) -> tuple[list[float], list[float]]:
         depths = [g.get("depth") for g in self.param_groups]
+        key = (tuple(depths), tuple(g["depth_decay"] for g in self.param_groups))
+        cached = getattr(self, "_depth_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._depth_cache = (key, self._compute_depth_terms(depths))
+        return self._depth_cache[1]
+
+    def _compute_depth_terms(self, depths: list[Any]) -> tuple[list[float], list[float]]:
         known = sorted({int(d) for d in depths if d is not None})
         top = known[-1] if known else 0
         fracs, factors = [], []
@@ -555,7 +563,7 @@ def _norms(tensors: list[Tensor], foreach: bool, home: torch.device, acc: torch.
 
 
 def _trust_scales(pending: list[_Pending]) -> None:
-    """Fill ``item.scales`` with each adapted tensor's normalized trust ratio (0-d, on its device).
+    """Fill ``item.scales`` with each adapted tensor's final scale ``coef * tau^`` (0-d, on its device).
 
     Everything after the norms is a handful of operations on two short vectors (one entry per adapted
     tensor) on the first tensor's device; nothing is read back to the host.
@@ -598,6 +606,9 @@ def _trust_scales(pending: list[_Pending]) -> None:
                           for item, n in zip(pending, counts) if n])
         mean = torch.where(mask, tau, torch.zeros_like(tau)).sum() / mask.sum()
         tau = torch.where(mask, tau / mean, tau)
+    if any(c != 1.0 for c in coefs):  # the final scale of an Adam-base tensor is coef * tau^
+        tau = tau * torch.tensor(coefs, dtype=acc) if home.type == "cpu" else \
+            torch.stack(torch._foreach_mul(list(tau.unbind()), coefs))
     same = all(w.device == home for w in ws)
     for (item, i), value in zip(picked, tau.unbind()):
         item.scales.append(value if same else value.to(item.params[i].device))
@@ -617,9 +628,6 @@ def _apply(item: _Pending) -> None:
     exempt = [i for i, a in enumerate(item.adapt) if not a]
     if adapted:  # one fused pass: w += -lr * u * (coef tau^), the scale a 0-d device tensor
         scales = item.scales
-        if item.coefs is not None:
-            scales = list(torch._foreach_mul(scales, [coefs[i] for i in adapted])) if item.foreach else \
-                [s * coefs[i] for s, i in zip(scales, adapted)]
         ps, us = [params[i] for i in adapted], [updates[i] for i in adapted]
         if item.foreach:
             torch._foreach_addcmul_(ps, us, scales, value=-lr)
