@@ -314,7 +314,7 @@ def _entries(rows: Sequence[LayerRow], decisions: list[Decision], finished: list
         prescribed = math.isfinite(m)
         mult = m if prescribed else default
         covered: list[str] = []
-        if row.status != "skipped" or prescribed:  # skipped tensors (buffers, int weights) are not params
+        if row.is_layer or prescribed:  # tensors skipped for their type (buffers, int weights) are not params
             covered.append(row.param)
             collected.setdefault(row.param, []).append(mult)
             for key in row.attached:

@@ -60,6 +60,13 @@ class LayerRow:
         """Measured successfully with a finite metric value."""
         return self.status == "success" and math.isfinite(self.value)
 
+    @property
+    def is_layer(self) -> bool:
+        """A weight matrix, analysed or not: only tensors skipped for their type (integer or
+        quantized weights, tensors of unknown kind) are not. A classifier head too small for a
+        spectral fit (fewer eigenvalues than ``min_evals``) is still a layer at its depth."""
+        return self.status != "skipped" or self.kind not in ("", "skipped", "vector")
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -11,8 +11,8 @@
   the blocks (embeddings, head, final norm). LiNeS scales a task vector after training; as an LR
   map it is the same linear-in-depth shape. With one block ``l / (B - 1)`` is taken as 1.
 
-Layers whose fit failed are still placed by depth (the rule does not read the metric); only tensors
-that were skipped (not layers) stay at the default.
+Layers whose fit failed or that were too small to fit are still placed by depth (the rule does not
+read the metric); only tensors skipped for their type (not layers) stay at the default.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["layer_decay", "lines"]
 
 
 def _placed(rows: Sequence[LayerRow]) -> list[int]:
-    return [i for i, row in enumerate(rows) if row.status != "skipped"]
+    return [i for i, row in enumerate(rows) if row.is_layer]
 
 
 @register_rule(

@@ -131,7 +131,7 @@ def llr(rows: Sequence[LayerRow], *, min_ratio: float = 1.0, max_ratio: float = 
     mapped = linear_map([rows[i].value for i in kept_rows], min_ratio, max_ratio)
     out = _assemble(len(rows), kept_rows, mapped, {body[i]: r for i, r in reasons.items()})
     for i, row in enumerate(rows):
-        if _is_embed_or_head(row) and row.status != "skipped":
+        if _is_embed_or_head(row) and row.is_layer:
             out[i] = Decision(max_ratio, "embedding/head at max_ratio (LLR)")
     return out
 

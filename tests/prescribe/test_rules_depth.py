@@ -44,7 +44,7 @@ def test_ulmfit_divides_by_2_6_per_layer(analysis):
 
 def test_depth_rules_place_failed_layers_but_not_skipped(make_analysis):
     analysis = make_analysis(**{"layers.0.mlp": {"status": "failed", "alpha": float("nan")},
-                                "layers.1.mlp": {"status": "skipped", "reason": "int8 weights"}})
+                                "layers.1.mlp": {"status": "skipped", "kind": "skipped", "reason": "int8 weights"}})
     lrmap = prescribe(analysis, "layer-decay", decay=0.5)
     assert mult(lrmap, "layers.0.mlp") == pytest.approx(0.25)  # depth still known
     assert lrmap.layer("layers.1.mlp").multiplier == 1.0
@@ -83,3 +83,16 @@ def test_depth_rules_reject_metric_and_bad_decay(analysis):
         prescribe(analysis, "layer-decay", metric="alpha")
     with pytest.raises(ConfigError, match="decay"):
         layer_decay([], decay=0.0)
+
+
+def test_a_head_too_small_to_fit_is_still_a_layer_at_its_depth(make_analysis):
+    """A 2-class head has 2 eigenvalues (< min_evals): skipped by the analysis, but depth rules place it.
+
+    Dropping it would make the layer below the top and shift every multiplier by one level."""
+    skipped = {"status": "skipped", "reason": "too small: 2 eigenvalues < min_evals 8", "alpha": None}
+    analysis = make_analysis(**{"lm_head": skipped})
+    full = prescribe(make_analysis(), "layer-decay", decay=0.5)
+    small = prescribe(analysis, "layer-decay", decay=0.5)
+    assert {e.name: e.multiplier for e in small.layers} == {e.name: e.multiplier for e in full.layers}
+    assert small.layer("lm_head").multiplier == 1.0 and small.layer("lm_head").prescribed
+    assert "lm_head.weight" in small.params

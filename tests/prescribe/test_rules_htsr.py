@@ -158,8 +158,18 @@ def test_bad_ratios_are_config_errors(analysis):
 
 
 def test_skipped_embedding_keeps_the_analysis_reason(make_analysis):
-    analysis = make_analysis(**{"embed": {"status": "skipped", "reason": "non-floating dtype int64"}})
+    analysis = make_analysis(**{"embed": {"status": "skipped", "kind": "skipped", "reason": "non-floating dtype int64"}})
     lrmap = prescribe(analysis, "llr")
     assert lrmap.layer("embed").multiplier == 1.0 and not lrmap.layer("embed").prescribed
     assert "non-floating dtype int64" in lrmap.layer("embed").reason
     assert "embed.weight" not in lrmap.params
+
+
+def test_llr_gives_a_head_too_small_to_fit_max_ratio_and_covers_it(make_analysis):
+    analysis = make_analysis(**{"lm_head": {"status": "skipped", "alpha": None,
+                                            "reason": "too small: 5 eigenvalues < min_evals 8"}})
+    lrmap = prescribe(analysis, "llr", max_ratio=4.0)
+    head = lrmap.layer("lm_head")
+    assert head.prescribed and "max_ratio" in head.reason
+    assert head.multiplier == max(e.multiplier for e in lrmap.layers)  # the embedding shares the top
+    assert lrmap.params["lm_head.weight"] == head.multiplier  # covered: no "not in the map" warning

@@ -81,7 +81,7 @@ def test_initial_lrmap_is_mean_one_and_reproducible():
     a = initial_lrmap("synthetic", 0, "llr", task_args=args)
     b = initial_lrmap("synthetic", 0, "llr", task_args=args)
     assert dict(a.params) == dict(b.params)
-    prescribed = [entry.multiplier for entry in a.layers if not entry.reason]
+    prescribed = [entry.multiplier for entry in a.layers if entry.prescribed]
     assert len(prescribed) >= 2 and sum(prescribed) / len(prescribed) == pytest.approx(1.0)
 
 
