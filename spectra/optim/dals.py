@@ -391,8 +391,8 @@ def _filter(grads: list[Tensor], states: list[dict], group: dict[str, Any], lamb
     removed that bias but still amplified, at full strength, an average of the first few gradients,
     which is not yet a slow component: DALS trailed its own no-Grokfast ablation on digits-transfer
     by 3.6 points (94.9% vs 98.5%). With the ramp DALS reaches 97.7% there (seed spread 0.5 points);
-    over the 16 task-variant pairs of our strategy benchmarks 11 gained (up to 3.5 points), 2 tied and
-    3 lost at most 0.4 points, within seed noise (reports/bench/strategies*.md).
+    when it was introduced, 11 of the 16 task-variant pairs of our strategy benchmarks gained (up to
+    3.5 points), 2 tied and 3 lost at most 0.4 points, within seed noise (reports/bench/strategies*.md).
 
     Both terms in one form: ``lambda_n h^ = lambda h`` with the bias-corrected ``h^ = h / (1 - a^n)``,
     so the filtered gradient is ``(g + lambda h) / (1 + lambda_n)`` (normalized: equal to ``g`` when
