@@ -1,0 +1,123 @@
+"""The ``spectra.noise/1`` result types: one record per layer and the whole result, with its summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .._version import __version__
+from ..core.noise import mean_abs_difference
+from ..results import check_schema, jsonable, read_json, write_json
+
+__all__ = ["NOISE_SCHEMA", "LayerNoise", "NoiseResult", "summarize", "created_now"]
+
+NOISE_SCHEMA = "spectra.noise/1"
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LayerNoise:
+    """Noise statistics of one layer (its weight plus attached vectors; ``params`` lists the keys).
+
+    ``grad_sq`` = |G|^2, ``trace_sigma`` = tr(Sigma) per example, ``b_simple`` = tr(Sigma)/|G|^2,
+    ``snr`` = |G|^2/tr(Sigma). ``grad_fro``/``grad_spectral``/``grad_nuclear`` are norms of the
+    weight's big-batch gradient (matrix view), averaged over rounds.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    depth: int
+    numel: int
+    kind: str = "linear"
+    grad_sq: float = NAN
+    trace_sigma: float = NAN
+    b_simple: float = NAN
+    snr: float = NAN
+    grad_fro: float = NAN
+    grad_spectral: float = NAN
+    grad_nuclear: float = NAN
+    grad_effective_rank: float = NAN
+    status: str = "success"
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LayerNoise":
+        known = {f.name for f in fields(cls)}
+        kw = {k: (NAN if v is None else v) for k, v in data.items() if k in known}
+        kw["params"] = tuple(kw.get("params") or ())
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class NoiseResult:
+    """Result of :func:`measure_noise` or :func:`optimizer_noise`; ``to_json`` writes ``spectra.noise/1``."""
+
+    layers: tuple[LayerNoise, ...]
+    summary: Mapping[str, Any]
+    config: Mapping[str, Any]
+    source: str
+    task: str = ""
+    checkpoint: str = ""
+    created: str = ""
+    spectra_version: str = __version__
+
+    def layer(self, name: str) -> LayerNoise:
+        for rec in self.layers:
+            if rec.name == name:
+                return rec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": NOISE_SCHEMA, "spectra_version": self.spectra_version, "created": self.created,
+                "task": self.task, "checkpoint": self.checkpoint, "source": self.source,
+                "config": jsonable(dict(self.config)), "summary": jsonable(dict(self.summary)),
+                "layers": [rec.to_dict() for rec in self.layers]}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The ``spectra.noise/1`` JSON text (NaN as null); also written to ``path`` when given."""
+        import json
+
+        if path is not None:
+            write_json(self.to_dict(), path)
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "noise") -> "NoiseResult":
+        check_schema(data, NOISE_SCHEMA, origin)
+        return cls(layers=tuple(LayerNoise.from_dict(r) for r in data.get("layers") or ()),
+                   summary=dict(data.get("summary") or {}), config=dict(data.get("config") or {}),
+                   source=str(data.get("source", "")), task=str(data.get("task", "")),
+                   checkpoint=str(data.get("checkpoint", "")), created=str(data.get("created", "")),
+                   spectra_version=str(data.get("spectra_version", "")))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "NoiseResult":
+        return cls.from_dict(read_json(path), origin=str(path))
+
+    def to_frame(self):
+        """Per-layer table as a pandas DataFrame (needs the ``report`` extra)."""
+        from ..errors import require
+
+        pd = require("pandas", "report")
+        rows = [dict(rec.to_dict(), params=",".join(rec.params)) for rec in self.layers]
+        return pd.DataFrame(rows)
+
+
+def created_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def summarize(layers: Sequence[LayerNoise], total, **extra) -> dict[str, Any]:
+    ok = [r for r in layers if r.status == "success"]
+    ordered = sorted(ok, key=lambda r: r.depth)
+    b = sorted(r.b_simple for r in ok)
+    return {"b_simple": total.b_simple, "grad_sq": total.grad_sq, "trace_sigma": total.trace_sigma,
+            "snr": total.snr, "status": total.status, "reason": total.reason, "num_layers": len(layers),
+            "num_failed": sum(r.status == "failed" for r in layers),
+            "b_simple_median": b[len(b) // 2] if b else NAN,
+            "grad_nuclear_mad": mean_abs_difference([r.grad_nuclear for r in ordered]), **extra}
