@@ -121,7 +121,9 @@ class Checkpoint:
         return TensorInfo(key, info.shape, info.dtype)
 
     def get(self, key: str) -> torch.Tensor:
-        """The tensor ``key`` on CPU. Reading from another torch shard releases the previous one."""
+        """The tensor ``key`` on CPU, to be treated as read-only (copy it before changing it in place).
+
+        Reading from another torch shard releases the previous one."""
         shard, stored = self._lookup(key)
         if self._current is not None and self._current is not shard:
             self._current.release()

@@ -3,8 +3,9 @@
 A checkpoint is untrusted input: unpickling an arbitrary file can run code (CWE-502). Every file is
 first loaded with ``torch.load(path, map_location="cpu", weights_only=True, mmap=True)`` (``mmap``
 only for the zip format of torch >= 1.6; legacy files cannot be memory-mapped). With ``mmap`` the
-tensor bytes stay on disk until read, so one shard of a sharded ``pytorch_model-*.bin`` checkpoint
-costs little memory.
+tensor bytes stay on disk until read, and :meth:`TorchShard.get` hands out views whose pages leave
+RSS again once the caller drops them, so streaming a torch file costs about one tensor of memory,
+as a safetensors file does.
 
 When the restricted unpickler refuses a file, spectra lists the globals that block it
 (``torch.serialization.get_unsafe_globals_in_checkpoint`` for zip files, a ``pickletools`` scan for
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .._memory import file_mappings, release_pages_when_dropped
 from ..errors import CheckpointError, UnsafeCheckpointError
 from .base import TensorInfo, check_file, dtype_name
 from .statedict import dedupe_tied, extract_state_dict
@@ -164,6 +166,7 @@ class TorchShard:
         self.name = str(self.path)
         self.trust_pickle = trust_pickle
         self._tensors: dict[str, torch.Tensor] | None = None
+        self._mappings: list[tuple[int, int]] = []
         self.aliases: dict[str, str] = {}
         self._load()
         self._infos = {
@@ -175,6 +178,7 @@ class TorchShard:
             obj = load_torch_file(self.path, trust_pickle=self.trust_pickle)
             tensors = extract_state_dict(obj, str(self.path))
             self._tensors, self.aliases = dedupe_tied(tensors)
+            self._mappings = file_mappings(self.path)
             log.debug("loaded %s (%d tensors)", self.path, len(self._tensors))
         return self._tensors
 
@@ -185,7 +189,11 @@ class TorchShard:
         return self._infos[key]
 
     def get(self, key: str) -> torch.Tensor:
-        return self._load()[key]
+        """The tensor; when it lies in the file's memory map, a view whose pages are released from
+        RSS once the caller drops it (:func:`spectra._memory.release_pages_when_dropped`). Treat it
+        as read-only: an in-place change to a memory-mapped tensor does not survive that release."""
+        tensor = self._load()[key]
+        return release_pages_when_dropped(tensor, self._mappings)
 
     def release(self) -> None:
         self._tensors = None

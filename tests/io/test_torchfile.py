@@ -232,3 +232,48 @@ def test_load_torch_file_refuses_and_trusts(tmp_path):
     with pytest.raises(UnsafeCheckpointError):
         load_torch_file(path)
     assert isinstance(load_torch_file(path, trust_pickle=True), TinyNet)
+
+
+# -- memory-mapped files: pages leave RSS once a tensor is dropped ---------------------------------
+def _rss_file_kib() -> int:
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssFile:"))
+
+
+linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+
+
+@linux_only
+def test_streaming_a_torch_file_does_not_keep_it_resident(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    state = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=gen) for i in range(16)}  # 64 MiB
+    path = tmp_path / "big.pt"
+    torch.save(state, path)
+    expected = {k: float(v.double().sum()) for k, v in state.items()}
+    del state
+    with open_checkpoint(path) as ckpt:
+        before = _rss_file_kib()
+        for key, tensor in ckpt:
+            assert float(tensor.double().sum()) == expected[key]  # every page read
+            del tensor
+        grown = _rss_file_kib() - before
+        again = ckpt.get("layers.0.weight")  # released pages fault in again from the file
+        assert float(again.double().sum()) == expected["layers.0.weight"]
+    assert grown < 16 * 1024, f"RSS grew by {grown} KiB while streaming a 64 MiB file"
+
+
+@linux_only
+def test_only_tensors_inside_the_file_mapping_are_wrapped(tmp_path):
+    from spectra._memory import file_mappings, release_pages_when_dropped
+
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(512, 1024)}, path)
+    loaded = torch.load(path, mmap=True, weights_only=True)
+    ranges = file_mappings(path)
+    assert ranges
+    inside = release_pages_when_dropped(loaded["w"], ranges)
+    assert inside is not loaded["w"] and inside.data_ptr() == loaded["w"].data_ptr()
+    anonymous = torch.ones(512, 1024)  # the same call on anonymous memory would zero it: never wrapped
+    assert release_pages_when_dropped(anonymous, ranges) is anonymous
+    del inside
+    assert float(loaded["w"].sum()) == 512 * 1024  # the mapping still reads the file
