@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import layers as L
+from ._device import resolve_device
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
 from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
@@ -119,11 +120,7 @@ class AnalyzeConfig:
         return _DTYPES[self.dtype]
 
     def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA device is available")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def selects(self, key: str) -> bool:
         if self.include and not any(re.search(p, key) for p in self.include):

@@ -7,23 +7,12 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from .._device import resolve_device
+from ..errors import CheckpointError
 
 __all__ = ["resolve_device", "load_weights"]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ConfigError."""
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
 
 def load_weights(model: torch.nn.Module, source: Any, *, trust_pickle: bool = False) -> str:

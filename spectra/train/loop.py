@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from .._device import resolve_device
 from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..results import jsonable
@@ -77,18 +78,6 @@ class RunResult:
             if h["eval_metric"] is not None and h["eval_metric"] >= threshold:
                 return int(h["epoch"])
         return None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ConfigError."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was given but no CUDA device is available; use --device cpu or auto")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def default_lr(optimizer: str) -> float:
