@@ -13,8 +13,6 @@ of at most 1.5x against ``torch.optim.AdamW(foreach=True)``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,24 +23,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe  # noqa: E402  (shared by the scripts in benchmarks/)
+
 from spectra.optim import DALS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def describe_machine() -> str:
-    try:
-        from _machine import describe  # shared helper next to this script, when present
-
-        return describe()
-    except ImportError:  # pragma: no cover - fallback when the helper is absent
-        cpu = "unknown"
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as fh:
-                cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-        except OSError:
-            pass
-        return f"- CPU: {cpu}, {os.cpu_count()} logical cores\n- Python {platform.python_version()}, torch {torch.__version__}"
 
 
 class Stack(nn.ModuleDict):
@@ -225,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "- The CUDA paths (foreach by default there) have not been measured: no GPU was available.",
         "",
     ]
-    lines += ["Machine:", "", describe_machine(), f"- torch {torch.__version__}, command: "
+    lines += ["Machine:", "", describe(), f"- torch {torch.__version__}, command: "
               f"`python benchmarks/optim_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")

@@ -6,7 +6,27 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["check_device", "resolve_device"]
+
+
+def check_device(device: str | torch.device | None) -> str:
+    """The device name if it is ``auto`` (or empty), ``cpu``, ``cuda`` or ``cuda:N``; else a ConfigError.
+
+    Checks the spelling only, so a config can be validated on a machine without a GPU.
+
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
+    name = "auto" if device in (None, "") else str(device)
+    if name in ("auto", "cpu"):
+        return name
+    if name.startswith("cuda"):
+        try:
+            torch.device(name)
+            return name
+        except RuntimeError:
+            pass
+    raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -15,14 +35,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
-    name = "auto" if device in (None, "") else str(device)
+    name = check_device(device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
-    if name == "cpu" or name.startswith("cuda"):
-        try:
-            return torch.device(name)
-        except RuntimeError:
-            pass
-    raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)

@@ -51,12 +51,10 @@ def limit_heap_growth(threshold: int = 1 << 20) -> bool:
 
 
 _MADV_DONTNEED = 4  # Linux
-_PAGE = 0
 
 
 def _madvise():
-    """libc's ``madvise`` (Linux only) and the page size, or None."""
-    global _PAGE
+    """libc's ``madvise`` (Linux only), or None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -65,11 +63,11 @@ def _madvise():
         return None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     fn.restype = ctypes.c_int
-    _PAGE = os.sysconf("SC_PAGE_SIZE")
     return fn
 
 
 _MADVISE = _madvise()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if _MADVISE is not None else 4096
 
 
 def _drop_pages(storage: object, start: int, length: int) -> None:

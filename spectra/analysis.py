@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import layers as L
-from ._device import resolve_device
+from ._device import check_device, resolve_device
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
 from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
@@ -100,8 +100,7 @@ class AnalyzeConfig:
             raise ConfigError(f"unknown fix_fingers {self.fix_fingers!r}; the only option is clip_xmax")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose float64 or float32")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        check_device(self.device)
         if self.solver not in SOLVERS:
             raise ConfigError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
         if self.min_evals < 2:

@@ -29,7 +29,7 @@ from ._version import __version__
 from .core.geometry import activation_geometry, update_geometry
 from .errors import ConfigError
 from .layers import assign_depths, attach_vectors, classify, matrices
-from .results import check_schema, jsonable, read_json, write_json
+from .results import check_schema, jsonable, read_json, record_dict, record_kwargs, write_json
 
 __all__ = ["DIFF_SCHEMA", "LayerDiff", "DiffResult", "diff", "activation_diff", "find_blocks"]
 
@@ -70,12 +70,11 @@ class LayerDiff:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LayerDiff":
-        known = {f.name: f for f in fields(cls)}
-        kw = {k: (NAN if v is None and known[k].type == "float" else v) for k, v in data.items() if k in known}
+        kw = record_kwargs(cls, data)
         kw["shape"] = tuple(kw.get("shape") or ())
         return cls(**kw)
 

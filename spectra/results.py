@@ -20,7 +20,8 @@ import numpy as np
 from ._version import __version__
 from .errors import FormatError
 
-__all__ = ["LayerResult", "Analysis", "ANALYSIS_SCHEMA", "jsonable", "read_json", "write_json"]
+__all__ = ["LayerResult", "Analysis", "ANALYSIS_SCHEMA", "jsonable", "read_json", "write_json", "record_dict",
+           "record_kwargs"]
 
 ANALYSIS_SCHEMA = "spectra.analysis/1"
 NAN = float("nan")
@@ -29,6 +30,19 @@ NAN = float("nan")
 STATUSES = ("success", "failed", "skipped")
 #: Warning labels (HT-SR): alpha < 2 over-trained, alpha > 6 under-trained.
 WARNINGS = ("", "under-trained", "over-trained")
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A frozen per-layer record as a JSON-ready dict (NaN and inf become null)."""
+    return {f.name: jsonable(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def record_kwargs(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of the record ``cls`` from a JSON dict: fields it does not know are
+    ignored (files from a newer minor version still load) and a null float field becomes NaN."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    return {key: NAN if value is None and known[key].type == "float" else value
+            for key, value in data.items() if key in known}
 
 
 @dataclass(frozen=True)
@@ -90,18 +104,11 @@ class LayerResult:
         return self.status == "success"
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LayerResult":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                continue  # forward compatible: newer minor fields are ignored
-            if value is None and known[key].type in ("float",):
-                value = NAN
-            kwargs[key] = value
+        kwargs = record_kwargs(cls, data)
         for key in ("shape", "attached"):
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
@@ -110,9 +117,6 @@ class LayerResult:
                 kwargs["alpha_ci"] = tuple(float(v) if v is not None else NAN for v in kwargs["alpha_ci"])
             except (TypeError, ValueError):
                 raise FormatError(f"layer {data.get('name')!r}: alpha_ci must be two numbers") from None
-        for f in dataclasses.fields(cls):
-            if f.type == "float" and kwargs.get(f.name, 0.0) is None:
-                kwargs[f.name] = NAN
         try:
             return cls(**kwargs)
         except TypeError as exc:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .._version import __version__
 from ..core.noise import mean_abs_difference
-from ..results import check_schema, jsonable, read_json, write_json
+from ..results import check_schema, jsonable, read_json, record_dict, record_kwargs, write_json
 
 __all__ = ["NOISE_SCHEMA", "LayerNoise", "NoiseResult", "summarize", "created_now"]
 
@@ -43,12 +43,11 @@ class LayerNoise:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LayerNoise":
-        known = {f.name for f in fields(cls)}
-        kw = {k: (NAN if v is None else v) for k, v in data.items() if k in known}
+        kw = record_kwargs(cls, data)
         kw["params"] = tuple(kw.get("params") or ())
         return cls(**kw)
 

@@ -272,17 +272,15 @@ class DALS(Optimizer):
             if foreach is None:
                 foreach = len({p.device for p in params}) == 1 and params[0].is_cuda
             warm = warmup_steps(group["warmup"], group["total_steps"])
-            lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
-            work.append((group, t, warm, factor, lamb if t >= warm else 0.0, params, grads, states, foreach))
-        if not hasattr(self, "_scratch_cache"):
-            self._scratch_cache: dict[str, Any] = {}
-        scratch = iter(scratch_views([(grads, needs_scratch(group, lamb)) for group, _, _, _, lamb, _, grads, _, foreach
-                                 in work if not foreach], self._scratch_cache))
-        pending: list[Pending] = []
-        for group, t, warm, factor, lamb, params, grads, states, foreach in work:
             lr_t = group["lr"] * self._schedule(group, t, warm) * factor
             group["scheduled_lr"] = lr_t  # for logging: the LR this step used, before trust ratios
-            outs = None if foreach else next(scratch)
+            lamb = group["grokfast_lamb"] * (group["grokfast_floor"] + (1 - group["grokfast_floor"]) * frac)
+            work.append((group, lr_t, lamb if t >= warm else 0.0, params, grads, states, foreach))
+        scratch = scratch_views([(grads, not foreach and needs_scratch(group, lamb))
+                                 for group, _, lamb, _, grads, _, foreach in work],
+                                self.__dict__.setdefault("_scratch_cache", {}))
+        pending: list[Pending] = []
+        for (group, lr_t, lamb, params, grads, states, foreach), outs in zip(work, scratch):
             grads = filter_gradients(grads, states, group, lamb, foreach, outs)
             adapt = [bool(group["trust_ratio"]) and p.ndim >= 2 for p in params]
             denoms: list[Tensor | None] | None = None

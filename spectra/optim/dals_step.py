@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .grokfast import lerp_
+
 __all__ = ["Pending", "adam_direction", "apply_updates", "filter_gradients", "needs_scratch", "scratch_views",
            "sgd_direction", "trust_ratio", "trust_scales"]
 
@@ -143,7 +145,7 @@ def filter_gradients(grads: list[Tensor], states: list[dict], group: dict[str, A
         buckets.setdefault(s["grokfast_steps"], []).append(i)
     avgs = [s["grokfast_avg"] for s in states]
     for n, idx in buckets.items():
-        _lerp_([avgs[i] for i in idx], [grads[i] for i in idx], (1.0 - alpha) / (1.0 - alpha ** n), foreach)
+        lerp_([avgs[i] for i in idx], [grads[i] for i in idx], (1.0 - alpha) / (1.0 - alpha ** n), foreach=foreach)
     if lamb == 0.0:
         return grads
     # amplification in proportion to the weight mass the EMA holds: lambda_n = lambda (1 - a^n)
@@ -166,14 +168,6 @@ def filter_gradients(grads: list[Tensor], states: list[dict], group: dict[str, A
         for i, r in zip(idx, res):
             out[i] = r
     return out
-
-
-def _lerp_(targets: list[Tensor], ends: list[Tensor], weight: float, foreach: bool) -> None:
-    if foreach:
-        torch._foreach_lerp_(targets, ends, weight)
-    else:
-        for x, e in zip(targets, ends):
-            x.lerp_(e, weight)
 
 
 def sgd_direction(grads: list[Tensor], states: list[dict], group: dict[str, Any], foreach: bool,
@@ -284,6 +278,15 @@ def _norms(tensors: list[Tensor], foreach: bool, home: torch.device, acc: torch.
     return torch.stack([n.to(home, acc) for n in out])  # type: ignore[union-attr]
 
 
+def _times(vector: Tensor, factors: list[float]) -> Tensor:
+    """``vector * factors`` elementwise, the factors Python floats (no host-to-device copy on CUDA)."""
+    if all(f == 1.0 for f in factors):
+        return vector
+    if vector.device.type == "cpu":
+        return vector * torch.tensor(factors, dtype=vector.dtype)
+    return torch.stack(torch._foreach_mul(list(vector.unbind()), factors))
+
+
 def trust_scales(pending: list[Pending]) -> None:
     """Fill ``item.scales`` with each adapted tensor's final scale ``coef * tau^`` (0-d, on its device).
 
@@ -301,11 +304,7 @@ def trust_scales(pending: list[Pending]) -> None:
 
     w_norm, u_norm = _norms(ws, foreach, home, acc), _norms(us, foreach, home, acc)
     coefs = [item.coefs[i] if item.coefs is not None else 1.0 for item, i in picked]
-    if any(c != 1.0 for c in coefs):  # ||coef * u|| without touching u
-        if home.type == "cpu":
-            u_norm = u_norm * torch.tensor(coefs, dtype=acc)
-        else:  # per-entry scalars, no host-to-device copy
-            u_norm = torch.stack(torch._foreach_mul(list(u_norm.unbind()), coefs))
+    u_norm = _times(u_norm, coefs)  # ||coef * u|| without touching u
     counts = [sum(item.adapt) for item in pending]
     bands = {(tuple(item.group["trust_clip"]), item.group["trust_eps"]) for item, n in zip(pending, counts) if n}
     if len(bands) == 1:
@@ -328,9 +327,7 @@ def trust_scales(pending: list[Pending]) -> None:
                           for item, n in zip(pending, counts) if n])
         mean = torch.where(mask, tau, torch.zeros_like(tau)).sum() / mask.sum()
         tau = torch.where(mask, tau / mean, tau)
-    if any(c != 1.0 for c in coefs):  # the final scale of an Adam-base tensor is coef * tau^
-        tau = tau * torch.tensor(coefs, dtype=acc) if home.type == "cpu" else \
-            torch.stack(torch._foreach_mul(list(tau.unbind()), coefs))
+    tau = _times(tau, coefs)  # the final scale of an Adam-base tensor is coef * tau^
     same = all(w.device == home for w in ws)
     for (item, i), value in zip(picked, tau.unbind()):
         item.scales.append(value if same else value.to(item.params[i].device))

@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 from ..errors import ConfigError
 from .lookahead import OptimizerWrapper
 
-__all__ = ["ema_update_", "amplify", "Grokfast"]
+__all__ = ["ema_update_", "lerp_", "amplify", "Grokfast"]
 
 
 def ema_update_(emas: Sequence[Tensor], grads: Sequence[Tensor], alpha: float, *, foreach: bool = False) -> None:
@@ -34,13 +34,18 @@ def ema_update_(emas: Sequence[Tensor], grads: Sequence[Tensor], alpha: float, *
     >>> h = [torch.tensor([1.0, 0.0])]; ema_update_(h, [torch.tensor([0.0, 1.0])], 0.75); h[0]
     tensor([0.7500, 0.2500])
     """
-    if not emas:
+    lerp_(emas, grads, 1.0 - alpha, foreach=foreach)
+
+
+def lerp_(targets: Sequence[Tensor], ends: Sequence[Tensor], weight: float, *, foreach: bool = False) -> None:
+    r"""In place ``x <- x + weight * (e - x)`` for each pair (one ``_foreach_lerp_`` call with ``foreach``)."""
+    if not targets:
         return
     if foreach:
-        torch._foreach_lerp_(list(emas), list(grads), 1.0 - alpha)
+        torch._foreach_lerp_(list(targets), list(ends), weight)
     else:
-        for h, g in zip(emas, grads):
-            h.lerp_(g, 1.0 - alpha)
+        for x, e in zip(targets, ends):
+            x.lerp_(e, weight)
 
 
 def amplify(grads: Sequence[Tensor], emas: Sequence[Tensor], lamb: float, *, foreach: bool = False) -> list[Tensor]:
