@@ -34,16 +34,18 @@ def noise_cmd(
 
     to_stdout = is_stdout(out)
     check_output(out)
-    built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if task else None
+    task_args = parse_pairs(task_arg, "--task-arg")
     if from_optimizer:
         if checkpoint is None:
             raise ConfigError("--from-optimizer reads optimizer state from --checkpoint; give one")
+        built = load_task(task, **task_args) if task else None  # only its parameter order is used
         result = optimizer_noise(checkpoint, task=built, batch_size=batch_size, trust_pickle=trust_pickle)
     else:
-        if built is None:
+        if task is None:
             raise ConfigError("give --task (to measure gradients) or --from-optimizer --checkpoint CKPT")
         with progress_callback("noise", quiet=quiet or to_stdout) as on_progress:
-            result = measure_noise(built, checkpoint, batches=batches, micro_batch=micro_batch,
+            # built inside measure_noise, under the seed: model init and data order follow --seed
+            result = measure_noise(task, checkpoint, task_args=task_args, batches=batches, micro_batch=micro_batch,
                                    per_example=per_example, device=device, seed=seed, trust_pickle=trust_pickle,
                                    progress=on_progress)
     emit(result, out, quiet=quiet, render=render_noise)
@@ -51,22 +53,35 @@ def noise_cmd(
 
 def render_noise(result) -> None:
     """Global line and the per-layer table on stdout."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from ..noise.advice import noise_advice
 
     console = stdout_console()
     s, c = result.summary, result.config
     how = ("optimizer-state proxy (heuristic)" if result.source == "optimizer-proxy"
            else f"b={fmt(c.get('b_small'))}, B={fmt(c.get('b_big'))}, {fmt(s.get('rounds'))} rounds")
     console.print(f"[bold]{result.task or result.checkpoint}[/]  {how}")
-    line = (f"global B_simple {fmt(s['b_simple'])}   |G|^2 {fmt(s['grad_sq'])}   tr(Sigma) {fmt(s['trace_sigma'])}"
-            f"   SNR {fmt(s['snr'])}")
-    console.print(line if s.get("status") == "success" else f"{line}   [yellow]{s.get('reason', '')}[/]")
+    line = (f"global B_simple {fmt(s['b_simple'])} {_ci(s.get('b_simple_ci'))}   |G|^2 {fmt(s['grad_sq'])}"
+            f"   tr(Sigma) {fmt(s['trace_sigma'])}   SNR {fmt(s['snr'])}")
+    console.print(line if s.get("status") == "success" else f"{line}   [yellow]{escape(s.get('reason', ''))}[/]")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("depth", "layer", "|G|^2", "tr(Sigma)", "B_simple", "SNR", "||G||_F", "||G||_2", "||G||_*", "note"):
+    for col in ("depth", "layer", "|G|^2", "tr(Sigma)", "B_simple", "B_simple CI", "SNR", "||G||_F", "||G||_2",
+                "||G||_*", "note"):
         table.add_column(col, justify="left" if col in ("layer", "note") else "right", no_wrap=col != "note")
     for r in result.layers:
-        note = "" if r.status == "success" else f"{r.status}: {r.reason}"
-        table.add_row(str(r.depth), r.name, fmt(r.grad_sq), fmt(r.trace_sigma), fmt(r.b_simple), fmt(r.snr),
-                      fmt(r.grad_fro), fmt(r.grad_spectral), fmt(r.grad_nuclear), note,
-                      style="" if r.status == "success" else "dim")
+        if r.status != "success":
+            note = f"{r.status}: {r.reason}"
+        else:
+            note = "" if r.reliable else f"unreliable: {r.reliable_reason}"
+        table.add_row(str(r.depth), escape(r.name), fmt(r.grad_sq), fmt(r.trace_sigma), fmt(r.b_simple),
+                      _ci(r.b_simple_ci), fmt(r.snr), fmt(r.grad_fro), fmt(r.grad_spectral), fmt(r.grad_nuclear),
+                      escape(note), style="" if r.status == "success" and r.reliable else "dim")
     console.print(table)
+    for text in noise_advice(result):
+        console.print(escape(text), highlight=False)
+
+
+def _ci(ci) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "-"

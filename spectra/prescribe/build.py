@@ -112,6 +112,9 @@ def _check_metric(records: list[Mapping[str, Any]], metric: str, origin: str) ->
         raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(numeric)}")
 
 
+_NO_RELIABILITY = "the noise file has no `reliable` flag (written before spectra measured intervals); re-run spectra noise"
+
+
 def rows_from_noise(data: Mapping[str, Any], metric: str, *, origin: str = "noise file") -> list[LayerRow]:
     """Rows from a ``spectra.noise/1`` record set; the weight is the first ``*.weight`` in ``params``."""
     records = _records(data, NOISE_SCHEMA, origin)
@@ -125,6 +128,7 @@ def rows_from_noise(data: Mapping[str, Any], metric: str, *, origin: str = "nois
             name=str(rec["name"]), param=param, depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")),
             value=_value(rec, metric), status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
             attached=tuple(p for p in params if p != param),
+            unreliable="" if rec.get("reliable") is True else str(rec.get("reliable_reason") or _NO_RELIABILITY),
         ))
     return rows
 

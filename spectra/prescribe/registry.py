@@ -43,6 +43,8 @@ class LayerRow:
         reason: the input's reason for a non-success status.
         num_evals: number of eigenvalues behind the metric (``None`` when not spectral).
         attached: 0-D/1-D parameter keys (biases, norms) that belong to this layer.
+        unreliable: why the metric is too uncertain to act on (empty when it is not; set from a
+            noise file's ``reliable: false`` and ``reliable_reason``).
     """
 
     name: str
@@ -54,6 +56,7 @@ class LayerRow:
     reason: str = ""
     num_evals: int | None = None
     attached: tuple[str, ...] = ()
+    unreliable: str = ""
 
     @property
     def usable(self) -> bool:
