@@ -27,7 +27,7 @@ from . import layers as L
 from ._device import check_device, resolve_device
 from ._seeding import stream
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
-from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
+from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law, interval_warning
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
 from .errors import CheckpointError, ConfigError
 from .results import Analysis, LayerResult
@@ -175,6 +175,7 @@ def analyze_matrix(
         if cfg.bootstrap:
             record["alpha_ci"] = bootstrap_alpha(ev, n_boot=cfg.bootstrap, method=cfg.fit, level=cfg.ci_level,
                                                  generator=stream(cfg.seed, "bootstrap", base["name"]))
+            record["alpha_ci_warning"] = interval_warning(fit.alpha, record["alpha_ci"])
         if cfg.compare_distributions:
             record["compare"] = compare_distributions(ev, fit.xmin)
     else:

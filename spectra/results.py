@@ -87,6 +87,7 @@ class LayerResult:
     attached: tuple[str, ...] = ()
     # optional groups: bootstrap, fingers, Marchenko-Pastur, randomization, distribution comparison
     alpha_ci: tuple[float, float] | None = None
+    alpha_ci_warning: str = ""
     num_fingers: int | None = None
     raw_alpha: float = NAN
     sigma_mp: float = NAN

@@ -34,6 +34,9 @@ def test_bin_and_safetensors_give_identical_intervals_and_randomization(tmp_path
     b = analyze(tmp_path / "model.safetensors", **opts)
     assert _by_layer(a) == _by_layer(b)
     assert all(r.alpha_ci is not None for r in a.layers)
+    for r in a.layers:  # an interval that misses its own estimate is flagged, one that holds it is not
+        assert (r.alpha_ci_warning == "") == (r.alpha_ci[0] <= r.alpha <= r.alpha_ci[1])
+        assert "alpha_ci_warning" in r.to_dict()
     # one layer alone (what one rank of a split run computes) gets the same numbers
     alone = analyze(tmp_path / "model.safetensors", include=("^head",), **opts)
     assert _by_layer(alone)["head"] == _by_layer(a)["head"]
