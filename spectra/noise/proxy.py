@@ -66,6 +66,11 @@ def _match_optimizer(opt: Mapping[str, Any], candidates: Sequence[tuple[str, tup
     return out
 
 
+def _no_interval(stats):
+    """A proxy estimate is never reliable: a failed one for its own reason, a measured one for lack of spread."""
+    return replace(stats, reliable=False, reliable_reason=NO_INTERVAL if stats.status == "success" else stats.reason)
+
+
 def optimizer_noise(checkpoint: Any, *, task: Any = None, batch_size: int | None = None,
                     trust_pickle: bool = False) -> NoiseResult:
     """Offline per-layer noise proxy from Adam/AdamW moments saved with the weights (no data needed).
@@ -130,13 +135,12 @@ def optimizer_noise(checkpoint: Any, *, task: Any = None, batch_size: int | None
         if any(k in first_step for k in grp.params):
             st = NoiseStats(NAN, NAN, NAN, NAN, "failed", STEP_ONE, reliable=False, reliable_reason=STEP_ONE)
         elif grp.name in est.groups:
-            st = replace(est.groups[grp.name], reliable=False, reliable_reason=NO_INTERVAL)
+            st = _no_interval(est.groups[grp.name])
         else:
             st = NoiseStats(NAN, NAN, NAN, NAN, "skipped", "no Adam state for these parameters", reliable=False,
                             reliable_reason="no Adam state for these parameters")
         layers.append(layer_noise(grp, st, size, gn))
-    total = est.total if estimates else NoiseStats(NAN, NAN, NAN, NAN, "failed", STEP_ONE)
-    total = replace(total, reliable=False, reliable_reason=STEP_ONE if not estimates else NO_INTERVAL)
+    total = _no_interval(est.total if estimates else NoiseStats(NAN, NAN, NAN, NAN, "failed", STEP_ONE))
     config = {"batch_size": batch_size, "betas": sorted(betas_seen), "matched_params": len(matched),
               "step": [min(steps), max(steps)],
               "estimator": "Adam-moment proxy (heuristic): tr(Sigma_B) = (sum v_hat - |m_hat|^2)/(1 - c_t), "
