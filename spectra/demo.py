@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MissingExtraError
+from ._files import atomic_write
 from .results import Analysis
 
 __all__ = ["run_demo", "DemoResult", "Highlight", "highlights", "minilm_path", "DEMO_METHOD"]
@@ -142,7 +143,7 @@ def run_demo(
     lrmap = prescribe(analysis, method)
     lrmap.to_json(paths["lrmap"])
     html = render_report(analysis, lrmap=lrmap, title="all-MiniLM-L6-v2")
-    paths["report"].write_text(html, encoding="utf-8")
+    atomic_write(paths["report"], html)
     if screenshot:
         from .report.browser import screenshot as take
 
