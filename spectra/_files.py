@@ -22,7 +22,7 @@ from typing import IO, Iterable, Iterator, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_open", "check_outputs", "same_file"]
+__all__ = ["atomic_path", "atomic_write", "atomic_open", "check_outputs", "check_output_dir", "same_file"]
 
 
 def _umask() -> int:
@@ -144,6 +144,17 @@ def _check_writable(path: Path) -> None:
         _probe(ancestor, path)
     elif not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write {path}: cannot create directories in {ancestor} (permission denied)")
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse, before any work, an output directory that is a file or cannot be created or written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; this command writes a directory there")
+    if path.is_dir():
+        _probe(path, path)
+    else:
+        _check_writable(path)
 
 
 def check_outputs(

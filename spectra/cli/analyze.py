@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout,
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_outputs, command, emit, fmt, is_stdout,
                    progress_callback, stdout_console)
 
 _FORMATS = (".json", ".csv", ".parquet")
@@ -37,16 +37,29 @@ def analyze_cmd(
 ) -> None:
     """Compute each weight matrix's spectrum, heavy-tail alpha and norm metrics."""
     from ..analysis import AnalyzeConfig, analyze
+    from ..errors import Interrupted
+
     to_stdout = is_stdout(out)
-    check_output(out, _FORMATS)
-    check_output(save_esd)
+    check_outputs({"--out": (out, _FORMATS), "--save-esd": (save_esd, (".npz",))}, inputs=[checkpoint])
     cfg = AnalyzeConfig(
         include=tuple(include or ()), exclude=tuple(exclude or ()), min_evals=min_evals, max_evals=max_evals,
         fit=fit, fix_fingers=fix_fingers, bootstrap=bootstrap, mp_fit=mp_fit, randomize=randomize,
         compare_distributions=compare, solver=solver, dtype=dtype, device=device, seed=seed,
     )
-    with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
-        result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
+    try:
+        with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
+            result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
+    except Interrupted as stop:  # Ctrl-C: keep the finished layers, marked partial, then exit 130
+        if stop.partial is not None and (out is not None or save_esd is not None):
+            _write(stop.partial, out, save_esd, quiet=True)
+            done = stop.partial.summary["num_success"] + stop.partial.summary["num_failed"]
+            typer.echo(f"interrupted: {done} layers finished; wrote them to {out or save_esd} "
+                       "(summary.partial = true)", err=True)
+        raise
+    _write(result, out, save_esd, quiet=quiet)
+
+
+def _write(result, out: Optional[Path], save_esd: Optional[Path], *, quiet: bool) -> None:
     if save_esd is not None:
         result.save_esd(save_esd)
         if not quiet:

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_outputs, command, emit, fmt, is_stdout, parse_pairs,
                    progress_callback, stdout_console)
 
 
@@ -33,7 +33,7 @@ def noise_cmd(
     from ..train.task import load_task
 
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[checkpoint])
     built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if task else None
     if from_optimizer:
         if checkpoint is None:
