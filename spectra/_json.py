@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["JSONError", "loads", "MAX_DEPTH", "MAX_INT_DIGITS"]
+__all__ = ["JSONError", "TooManyObjects", "loads", "check_depth", "MAX_DEPTH", "MAX_INT_DIGITS"]
 
 #: Deepest nesting accepted. spectra's own files nest 4 levels; safetensors headers 3.
 MAX_DEPTH = 64
@@ -38,8 +38,8 @@ class JSONError(ValueError):
     """The text is not JSON spectra accepts; the message says why (without the path)."""
 
 
-class _TooMany(Exception):
-    pass
+class TooManyObjects(JSONError):
+    """The text holds more objects than ``max_objects`` (parsing stopped there)."""
 
 
 def _constant(name: str) -> Any:
@@ -81,7 +81,7 @@ def loads(text: str | bytes, *, max_objects: int | None = None, max_depth: int =
         nonlocal count
         count += 1
         if max_objects is not None and count > max_objects:
-            raise _TooMany
+            raise TooManyObjects(f"more than {max_objects:,} objects")
         out = dict(items)
         if len(out) != len(items):
             seen: set[str] = set()
@@ -94,8 +94,8 @@ def loads(text: str | bytes, *, max_objects: int | None = None, max_depth: int =
     try:
         value = json.loads(text, object_pairs_hook=pairs, parse_constant=_constant, parse_float=_float,
                            parse_int=_int)
-    except _TooMany:
-        raise JSONError(f"more than {max_objects:,} objects") from None
+    except TooManyObjects:
+        raise
     except RecursionError:
         raise JSONError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:

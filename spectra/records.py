@@ -82,8 +82,13 @@ class Check:
 
     def __call__(self, value: Any) -> None:
         if isinstance(value, (tuple, AbcMapping)):
-            for item in (value.values() if isinstance(value, AbcMapping) else value):
-                self(item)
+            items = value.items() if isinstance(value, AbcMapping) else enumerate(value)
+            for key, item in items:
+                try:
+                    self(item)
+                except _Bad as exc:
+                    exc.path.insert(0, f"[{key!r}]" if isinstance(value, AbcMapping) else f"[{key}]")
+                    raise
             return
         missing = value is None or (isinstance(value, float) and math.isnan(value))
         if missing:

@@ -54,8 +54,10 @@ class SpectraGroup(TyperGroup):
         no_args = getattr(_CLICK_EXC, "NoArgsIsHelpError", ())
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except no_args as exc:  # bare `spectra` or `spectra bench`: the help, as click prints it
-            typer.echo(exc.ctx.get_help(), err=True)
+        except no_args as exc:  # bare `spectra` or `spectra bench`: the help (rich prints it itself)
+            text = exc.ctx.get_help()
+            if text:
+                typer.echo(text)
             sys.exit(2)
         except _CLICK_EXC.ClickException as exc:
             where = getattr(getattr(exc, "ctx", None), "command_path", None)

@@ -18,13 +18,12 @@ from raw bytes (sub-byte formats) and serves :meth:`SafetensorsShard.get_slice`.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 from pathlib import Path
 
 import torch
 
-from .._json import JSONError, loads
+from .._json import JSONError, TooManyObjects, loads
 from ..errors import CheckpointError
 from .base import TensorInfo, check_file
 
@@ -44,6 +43,7 @@ SAFETENSORS_DTYPES: dict[str, tuple[str, float]] = {
     "F8_E4M3FNUZ": ("float8_e4m3fnuz", 1), "F8_E5M2FNUZ": ("float8_e5m2fnuz", 1),
     "F6_E2M3": ("float6_e2m3", 0.75), "F6_E3M2": ("float6_e3m2", 0.75), "F4": ("float4_e2m1fn_x2", 0.5),
 }
+_INT64_MAX = 2**63 - 1
 #: The format caps the header at 100 MB; anything larger is corruption, not a model.
 MAX_HEADER_BYTES = 100_000_000
 #: Most tensors one file may hold. The largest published checkpoints keep under 100,000 per file;
@@ -93,8 +93,11 @@ def read_layout(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], dict
                 f"file has {size - 8} after the length field)"
             )
         raw = fh.read(n)
+    too_many = f"{path}: holds more than {MAX_TENSORS:,} tensors, the most spectra reads from one file"
     try:
         header = loads(raw, max_objects=MAX_TENSORS + 2, max_depth=8)
+    except TooManyObjects:
+        raise CheckpointError(too_many) from None
     except JSONError as exc:
         raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
@@ -103,8 +106,7 @@ def read_layout(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], dict
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{path}: corrupt safetensors header (__metadata__ must map strings to strings)")
     if len(header) > MAX_TENSORS:
-        raise CheckpointError(f"{path}: holds {len(header):,} tensors, more than the {MAX_TENSORS:,} spectra reads "
-                              "from one file")
+        raise CheckpointError(too_many)
     data_len = size - 8 - n
     infos: dict[str, TensorInfo] = {}
     layout: dict[str, tuple[int, int, str]] = {}
@@ -138,8 +140,14 @@ def _entry(path: Path, key: str, entry: object) -> tuple[TensorInfo, tuple[int, 
     if end < begin:
         raise bad(f"ends (byte {end}) before it begins (byte {begin})")
     name, itemsize = SAFETENSORS_DTYPES[code]
-    numel = math.prod(shape)
+    numel = 1
+    for size in shape:  # as the reference: every partial product must fit (and, for torch, int64)
+        numel *= size
+        if size > _INT64_MAX or numel > _INT64_MAX:
+            raise bad(f"has shape {shape}, whose size overflows a 64-bit integer")
     bits = numel * round(itemsize * 8)
+    if bits // 8 > _INT64_MAX:
+        raise bad(f"has shape {shape} and dtype {code}, whose byte size overflows a 64-bit integer")
     if bits % 8 or end - begin != bits // 8:
         raise bad(f"has shape {shape} and dtype {code} ({bits / 8:g} bytes) but spans {end - begin} bytes")
     return TensorInfo(key, tuple(shape), name), (begin, end, code)
