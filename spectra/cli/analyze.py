@@ -50,12 +50,13 @@ def analyze_cmd(
         with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
             result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
     except Interrupted as stop:  # Ctrl-C: keep the finished layers, marked partial, then exit 130
-        if stop.partial is not None and (out is not None or save_esd is not None):
-            _write(stop.partial, out, save_esd, quiet=True)
-            done = stop.partial.summary["num_success"] + stop.partial.summary["num_failed"]
-            typer.echo(f"interrupted: {done} layers finished; wrote them to {out or save_esd} "
-                       "(summary.partial = true)", err=True)
-        raise
+        if stop.partial is None or (out is None and save_esd is None):
+            raise
+        _write(stop.partial, out, save_esd, quiet=True)
+        done = stop.partial.summary["num_success"] + stop.partial.summary["num_failed"]
+        typer.echo(f"interrupted: wrote the {done} finished layers to {out or save_esd} (summary.partial = true)",
+                   err=True)
+        raise typer.Exit(130) from None
     _write(result, out, save_esd, quiet=quiet)
 
 
