@@ -108,7 +108,12 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
-    logging.getLogger("spectra").setLevel(logging.DEBUG if debug else logging.WARNING)
+    if debug:
+        logger = logging.getLogger("spectra")
+        logger.setLevel(logging.DEBUG)
+        for handler in logger.handlers:
+            if isinstance(handler, _StderrLines):
+                handler.setLevel(logging.DEBUG)
 
 
 class _StderrLines(logging.Handler):
@@ -123,11 +128,14 @@ class _StderrLines(logging.Handler):
 
 
 def _setup_logging() -> None:
+    """One ``_StderrLines`` handler on the ``spectra`` logger, at WARNING (``--debug``: DEBUG)."""
     logger = logging.getLogger("spectra")
-    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
-        logger.addHandler(_StderrLines())
-        logger.propagate = False
-    logger.setLevel(logging.WARNING)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrLines)), None)
+    if handler is None:
+        handler = _StderrLines()
+        logger.addHandler(handler)
+    handler.setLevel(logging.WARNING)
+    logger.setLevel(logging.NOTSET)
 
 
 def fail(message: str, code: int = 2) -> None:

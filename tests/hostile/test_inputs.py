@@ -266,3 +266,14 @@ def test_error_lines_escape_control_and_bidi_characters(tmp_path):
     line = assert_one_error(invoke("analyze", path))
     assert "\x1b" not in line and "\u202e" not in line and "\x07" not in line
     assert "\\x1b]0;TITLE" in line
+
+
+def test_quiet_still_prints_warnings_that_change_the_result(tmp_path):
+    from spectra.prescribe import LRMap
+
+    lrmap = LRMap(method="m", params={"not.in.the.model.weight": 2.0}).save(tmp_path / "m.json")
+    result = invoke("retrain", "--task", "synthetic", "--optimizer", "sgd", "--epochs", "1", "--lrmap", lrmap,
+                    "--task-arg", "n_train=64", "--task-arg", "n_eval=64", "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "1 map entries match no parameter (not.in.the.model.weight)" in warnings[0]
