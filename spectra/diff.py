@@ -205,6 +205,8 @@ def diff(
 
     if int(topk) < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
+    if activations_task is not None and (max_tokens < 1 or activation_k < 1):
+        raise ConfigError(f"--max-tokens and the activation k must be >= 1, got {max_tokens} and {activation_k}")
     if dtype not in ("float64", "float32"):
         raise ConfigError(f"--dtype {dtype!r}: use float64 or float32")
     work = getattr(torch, dtype)

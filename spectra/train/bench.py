@@ -186,6 +186,8 @@ def run_strategies(
     """
     if seeds < 1 or epochs < 1:
         raise ConfigError(f"seeds and epochs must be >= 1, got seeds={seeds}, epochs={epochs}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (0 leaves torch's default), got {threads}")
     chosen = _select(strategies)
     dev = resolve_device(device)
     task_args = dict(task_args or {})

@@ -193,6 +193,9 @@ OPTIONS = {
         "--epochs": st.one_of(NOT_A_NUMBER, HUGE_INT, st.integers(-(10**9), 0).map(str)),
         "--weight-decay": st.one_of(NOT_A_NUMBER, NON_FINITE),
         "--refit-until": st.one_of(NON_FINITE, st.floats(1.0001, 1e9).map(repr))},
+    ("bench", "strategies", "--tasks", "synthetic", "--out", "{tmp}/b.md"): {
+        "--threads": st.integers(-(10**6), -1).map(str), "--seeds": st.integers(-(10**6), 0).map(str),
+        "--target": NON_FINITE},
     ("noise", "--task", "synthetic"): {"--batches": st.one_of(NOT_A_NUMBER, HUGE_INT, st.integers(-(10**9), 0).map(str)),
                                        "--micro-batch": st.one_of(NOT_A_NUMBER, HUGE_INT,
                                                                   st.integers(-(10**9), 0).map(str))},
