@@ -73,6 +73,7 @@ class DiffResult(ResultFile):
     """Result of :func:`diff`; ``to_json`` writes ``spectra.diff/1``."""
 
     schema = DIFF_SCHEMA
+    json_order = ("created", "a", "b", "config", "summary", "by_depth", "layers", "mismatched", "vectors")
 
     layers: tuple[LayerDiff, ...]
     by_depth: tuple[Mapping[str, Any], ...] = ()

@@ -370,6 +370,8 @@ class ResultFile(Record):
 
     __slots__ = ()
     schema: ClassVar[str] = ""
+    #: Field order in the file (fields not named follow in definition order); empty: record lists last.
+    json_order: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -377,12 +379,17 @@ class ResultFile(Record):
             _REGISTRY[cls.schema.partition("/")[0]] = cls
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"schema": ..., fields...}`` with the record lists (``layers``) last, for readability."""
+        """``{"schema": ..., "spectra_version": ..., fields...}`` in :attr:`json_order`, else with the
+        record lists (``layers``) last, for readability."""
         body = super().to_dict()
-        last = [s.name for s in _plan(type(self)) if s.is_records and s.name in body]
         out: dict[str, Any] = {"schema": self.schema}
         if "spectra_version" in body:
             out["spectra_version"] = body.pop("spectra_version")
+        if self.json_order:
+            out.update((k, body.pop(k)) for k in self.json_order if k in body)
+            out.update(body)
+            return out
+        last = [s.name for s in _plan(type(self)) if s.is_records and s.name in body]
         out.update((k, v) for k, v in body.items() if k not in last)
         out.update((k, body[k]) for k in last)
         return out

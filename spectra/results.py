@@ -118,6 +118,7 @@ class Analysis(ResultFile):
     """
 
     schema = ANALYSIS_SCHEMA
+    json_order = ("checkpoint", "created", "config", "summary", "attached", "layers")
 
     layers: tuple[LayerResult, ...]
     summary: Mapping[str, Any] = field(default_factory=dict)

@@ -47,6 +47,7 @@ class NoiseResult(ResultFile):
     """Result of :func:`measure_noise` or :func:`optimizer_noise`; ``to_json`` writes ``spectra.noise/1``."""
 
     schema = NOISE_SCHEMA
+    json_order = ("created", "task", "checkpoint", "source", "config", "summary", "layers")
 
     layers: tuple[LayerNoise, ...]
     summary: Mapping[str, Any] = field(default_factory=dict)

@@ -74,6 +74,7 @@ class LRMap(ResultFile):
     """
 
     schema = LRMAP_SCHEMA
+    json_order = ("method", "target", "options", "source", "default", "params", "layers")
 
     method: str
     params: Mapping[str, float] = checked(finite=True, ge=0)
