@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..results import Analysis, LayerResult
-from .build import MAX_ROLES, UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
+from .build import MAX_ROLES, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
+from .findings import UPDATE_REF, diff_facts, noise_facts, update_steps
 from .plots import BASELINE, OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
@@ -31,9 +32,13 @@ class Style:
     records may lack ``kind``, which is looked up here by layer name.
     """
 
+    #: The group of a tensor the analysis did not fit (skipped or failed), whatever its ``kind``.
+    NOT_ANALYSED = "not analysed"
+
     def __init__(self, analysis: Analysis | None = None):
         recs = ordered(analysis.successful) if analysis is not None else []
         self.kinds = {r.name: r.kind for r in (analysis.layers if analysis is not None else [])}
+        self.unfitted = {r.name for r in (analysis.layers if analysis is not None else []) if not r.ok}
         items = [(r.name, r.kind) for r in recs]
         self.group = roles(items)
         self.by_kind = len({role(n, k) for n, k in items}) > MAX_ROLES
@@ -42,10 +47,14 @@ class Style:
     def group_of(self, name: str, kind: str = "") -> str:
         if name in self.group:
             return self.group[name]
+        if name in self.unfitted:
+            return self.NOT_ANALYSED
         kind = kind or self.kinds.get(name, "")
         return (kind or "other") if self.by_kind else role(name, kind)
 
     def color(self, group: str) -> str:
+        if group == self.NOT_ANALYSED:
+            return BASELINE
         if group not in self.colors:
             self.colors[group] = PALETTE[min(len(self.colors), len(PALETTE) - 1)]
         return self.colors[group]
@@ -132,9 +141,11 @@ def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
             continue
         bulk = (r.bulk_min, r.bulk_max) if not math.isnan(num(r.bulk_max)) else None
         svg = esd_svg(np.asarray(ev), alpha=num(r.alpha), xmin=num(r.xmin), xmax=num(r.xmax),
-                      num_pl_spikes=r.num_pl_spikes, bulk=bulk, uid=f"esd{i}", label="ESD")
-        details = [("alpha", fmt(r.alpha)), ("xmin", fmt(r.xmin)), ("D", fmt(r.D)),
-                   ("tail n", fmt(r.num_pl_spikes)), ("λmax", fmt(r.lambda_max)), ("N × M", f"{r.N} × {r.M}"),
+                      num_pl_spikes=r.num_pl_spikes, D=num(r.D), bulk=bulk, uid=f"esd{i}", label="ESD")
+        n_evals = r.num_evals or len(ev)
+        details = [("alpha", fmt(r.alpha)), ("xmin", fmt(r.xmin)),
+                   ("tail n", f"{fmt(r.num_pl_spikes)} of {fmt(n_evals)}" if r.num_pl_spikes else "–"),
+                   ("D (KS distance)", fmt(r.D)), ("λmax", fmt(r.lambda_max)), ("N × M", f"{r.N} × {r.M}"),
                    ("stable rank", fmt(r.stable_rank))]
         if bulk:
             details += [("MP σ", fmt(r.sigma_mp)), ("MP spikes", fmt(r.num_spikes)), ("bulk", f"{fmt(bulk[0])}–{fmt(bulk[1])}")]
@@ -191,7 +202,8 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
             continue
         positive = (lambda n, k=key: num(recs[n].get(k)) if num(recs[n].get(k)) > 0 else math.nan) if logy \
             else (lambda n, k=key: recs[n].get(k))
-        series = g.series(f"{prefix}-{key}", positive, labels=labels)
+        series = g.series(f"{prefix}-{key}", positive, labels=labels,
+                          interval=lambda n, k=key: _ci(recs[n].get(f"{k}_ci"), logy))
         if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
             names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
             series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
@@ -199,6 +211,16 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
         svg = depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=width, height=height)
         charts.append(_chart(key, title, svg, caption))
     return charts, g.legend
+
+
+def _ci(value: Any, positive: bool) -> tuple[float, float] | None:
+    """A ``[lo, hi]`` interval from a record (noise files carry ``b_simple_ci`` ...), or None."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        return None
+    lo, hi = num(value[0]), num(value[1])
+    if math.isnan(lo) or math.isnan(hi) or (positive and hi <= 0):
+        return None
+    return (max(lo, 1e-300) if positive else lo), hi
 
 
 def lrmap_section(lrmap: Mapping, style: Style | None = None) -> dict[str, Any]:
@@ -215,34 +237,38 @@ def noise_section(noise: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(noise.get("layers") or [], "noise", [
         ("b_simple", "B_simple against depth", "B_simple", True, [],
-         "Critical-batch estimate tr(Σ)/|G|² per layer (log scale)."),
+         "Critical-batch estimate tr(Σ)/|G|² per layer (log scale); bars: 95% intervals where the file has them. "
+         "Layers whose |G|² estimate is not positive are not measurable and not drawn."),
         ("snr", "gradient SNR against depth", "SNR", True, [], "|G|² / tr(Σ) per layer (log scale)."),
         ("grad_fro", "gradient Frobenius norm", "‖G‖_F", True, [], ""),
         ("grad_nuclear", "gradient nuclear norm", "‖G‖_*", True, [], ""),
     ], labels, style or Style())
-    summ = noise.get("summary") or {}
-    return {"charts": charts, "legend": legend, "labels": labels,
-            "facts": [("source", noise.get("source", "")), ("task", noise.get("task", "")),
-                      ("checkpoint", noise.get("checkpoint", "")), ("B_simple", fmt(summ.get("b_simple"))),
-                      ("SNR", fmt(summ.get("snr"))), ("|G|²", fmt(summ.get("grad_sq"))),
-                      ("tr Σ", fmt(summ.get("trace_sigma")))]}
+    return {"charts": charts, "legend": legend, "labels": labels, "facts": noise_facts(noise)}
 
 
 def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     layers = diff.get("layers") or []
+    steps = update_steps(diff)
+    if steps:  # like with like: the per-step rule of thumb against the update per step
+        layers = [dict(r, rel_update_step=num(r.get("rel_update")) / steps) for r in layers]
+        size = ("rel_update_step", "relative update per step against depth", "‖ΔW‖_F / ‖W_A‖_F per step", True,
+                [(UPDATE_REF, "1e-3 per step")], f"Relative update divided by the {steps} optimizer steps between "
+                "A and B (a lower bound of the mean step); reference: the ~1e-3 per-step rule of thumb (Karpathy).")
+    else:
+        size = ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [],
+                "From A to B. The diff does not record how many optimizer steps separate them, so there is no "
+                "per-step reference line (spectra diff --steps N records it).")
     charts, legend = _records_section(layers, "diff", [
-        ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [(UPDATE_REF, "1e-3")],
-         "Reference line: Karpathy's ~1e-3 update-to-weight ratio."),
+        size,
         ("subspace_overlap", "subspace overlap against depth", "overlap", False, [],
-         "Overlap of the top singular subspaces of A and B; grey dashes: the overlap of random subspaces "
-         "of the same size (the baseline).", "overlap_baseline"),
+         "Overlap of the top-k singular subspace of the update ΔW = W_B − W_A with that of W_A (mean of the "
+         "left and right sides; k = min(topk, numerical rank of ΔW)). Grey dashes: each layer's "
+         "overlap_baseline, the expected overlap of random subspaces of that dimension.", "overlap_baseline"),
         ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
         ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
     ], labels, style or Style())
-    summ = diff.get("summary") or {}
-    facts = [("A", diff.get("a", "")), ("B", diff.get("b", ""))] + [(str(k), fmt(v)) for k, v in summ.items()
-                                                                     if not isinstance(v, (dict, list))][:8]
+    facts = diff_facts(diff)
     act = diff.get("activations")
     return {"charts": charts, "legend": legend, "labels": labels, "facts": facts,
             "act_charts": _activation_charts(act, labels), "activations": _generic_table(act)}
