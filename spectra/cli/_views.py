@@ -326,10 +326,11 @@ def render_demo(result, open_command: str, screen: Screen | None = None) -> None
     screen = screen or Screen()
     screen.line(("spectra demo", "bold"), ": all-MiniLM-L6-v2 analysed, LR map prescribed, report written")
     for label, path in result.paths.items():
-        screen.line(f"  {label:<10} {path}")
+        screen.line(f"  {label:<17} {path}")
     screen.blank()
     screen.line(("Look at these first:", "bold"))
     for i, h in enumerate(result.highlights, 1):
         screen.line(f"  {i}. ", (h.title, "bold"), f": {h.detail}")
     screen.blank()
     screen.line("Open the report: ", (open_command, "bold"))
+    screen.line(f"  (or {result.paths['report'].resolve().as_uri()} in a browser)")

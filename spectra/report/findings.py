@@ -96,7 +96,8 @@ def noise_measurable(noise: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def noise_facts(noise: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The noise section's header: labelled numbers with their intervals when the file has them."""
+    """The noise section's header: labelled numbers with their intervals when the file has them
+    (the caveat, if any, comes from :func:`noise_measurable`)."""
     summ = noise.get("summary") or {}
     measurable, why = noise_measurable(noise)
     facts = [("source", str(noise.get("source", ""))), ("task", str(noise.get("task", ""))),
@@ -107,8 +108,6 @@ def noise_facts(noise: Mapping[str, Any]) -> list[tuple[str, str]]:
         interval = _interval(summ.get(ci))
         facts.append((label, f"{value} (95%: {interval})" if interval else value))
     facts.append(("SNR", fmt(summ.get("snr")) if measurable else "not measurable"))
-    if why:
-        facts.append(("note", why))
     return [(k, v) for k, v in facts if v not in ("", "–")]
 
 
@@ -301,7 +300,7 @@ def cards(analysis: Analysis, *, lrmap: Mapping | None = None, noise: Mapping | 
     if lrmap is not None:
         mults = [num(r.get("multiplier")) for r in lrmap.get("layers") or []]
         mults = [m for m in mults if not math.isnan(m)]
-        rng = f"{fmt(min(mults))}× – {fmt(max(mults))}×" if mults else "–"
+        rng = f"{fmt(min(mults))}–{fmt(max(mults))}×" if mults else "–"
         out.append({"label": f"LR map ({lrmap.get('method', '?')})", "value": rng, "level": "",
                     "sub": "multiplier range"})
     if noise is not None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..results import Analysis, LayerResult
 from .build import MAX_ROLES, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
-from .findings import UPDATE_REF, diff_facts, noise_facts, update_steps
+from .findings import UPDATE_REF, diff_facts, noise_facts, noise_measurable, update_steps
 from .plots import BASELINE, OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
@@ -93,8 +93,13 @@ class _Groups:
         return [{"name": g, "color": c} for g, c in self.colors.items()]
 
 
-def _chart(key: str, title: str, svg: str, caption: str = "") -> dict[str, str]:
-    return {"key": key, "title": title, "svg": svg, "caption": caption}
+#: Size (inches) of the phone variant of a full-width chart: the same data drawn at a narrow aspect,
+#: shown instead of the wide drawing below 760 px so that labels keep their size.
+NARROW = (6.2, 3.6)
+
+
+def _chart(key: str, title: str, svg: str, caption: str = "", narrow: str = "") -> dict[str, str]:
+    return {"key": key, "title": title, "svg": svg, "caption": caption, "narrow": narrow}
 
 
 def _ring(rec: LayerResult) -> str:
@@ -110,14 +115,17 @@ def metric_section(analysis: Analysis, style: Style | None = None) -> dict[str, 
     alphas = [num(r.alpha) for r in ok if not math.isnan(num(r.alpha))]
     top = min(max([7.0] + alphas) * 1.05, 12.0)
     bottom = min([1.5] + alphas) * 0.95 if alphas else 1.5
-    alpha_svg = depth_chart(
-        g.series("alpha", lambda n: recs[n].alpha, ring=lambda n: _ring(recs[n]),
-                 interval=lambda n: recs[n].alpha_ci, labels=labels),
-        ylabel="alpha", xticks=g.ticks, band=(2.0, 6.0), ylim=(max(0.0, bottom), top), height=4.0)
-    charts = [_chart("alpha", "alpha against depth", alpha_svg,
+    def alpha_svg(prefix: str, **size: float) -> str:
+        return depth_chart(
+            g.series(prefix, lambda n: recs[n].alpha, ring=lambda n: _ring(recs[n]),
+                     interval=lambda n: recs[n].alpha_ci, labels=labels),
+            ylabel="alpha", xticks=g.ticks, band=(2.0, 6.0), ylim=(max(0.0, bottom), top), **size)
+
+    charts = [_chart("alpha", "alpha against depth", alpha_svg("alpha", height=4.0),
                      "Shaded: the 2–6 band of well-trained layers. Dark outline: flagged as over-trained "
                      "(α < 2) or under-trained (α > 6). Bars: bootstrap intervals where computed. "
-                     "Triangles: beyond the axis. Hover a point for its layer; click to find it in the table.")]
+                     "Triangles: beyond the axis. Hover a point for its layer; click to find it in the table.",
+                     narrow=alpha_svg("alpha-n", width=NARROW[0], height=NARROW[1] + 0.6))]
     small = []
     for key, label, logy in (("alpha_weighted", "alpha_weighted (α · log10 λmax)", False),
                              ("log_norm", "log_norm (log10 ‖W‖²_F)", False),
@@ -158,11 +166,12 @@ def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
 
 def split_name(name: str) -> tuple[str, str]:
     """``encoder.layer.3.attention.self.query`` -> (``encoder.layer.3``, ``attention.self.query``):
-    the block path and the part inside the block, shown on two lines in the ESD grid."""
+    the block path and the part inside the block, shown on two lines in the ESD grid. Outside
+    numbered blocks the last component is the second line (``embeddings``, ``position_embeddings``)."""
     parts = name.split(".")
     digits = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
     if not digits:
-        return "", name
+        return (".".join(parts[:-1]), parts[-1]) if len(parts) > 1 else ("", name)
     cut = digits[-1] + 1
     return ".".join(parts[:cut]), ".".join(parts[cut:])
 
@@ -180,18 +189,20 @@ def trajectory_section(analyses: Sequence[Analysis], style: Style | None = None)
     groups = {n: style.group_of(n, kinds.get(n, "")) for n in names}
     colors = OrderedDict((g, style.color(g)) for g in dict.fromkeys(groups[n] for n in names))
     mean = [float(np.nanmean([v for v in p.values()])) if p else math.nan for p in per]
-    svg = trajectory_chart(values, [colors[groups[n]] for n in names], mean=mean)
+    line_colors = [colors[groups[n]] for n in names]
+    svg = trajectory_chart(values, line_colors, mean=mean)
+    narrow = trajectory_chart(values, line_colors, mean=mean, gid="trajn", width=NARROW[0], height=NARROW[1])
     delta = {n: {"delta": v[-1] - v[0]} for n, v in zip(names, values)}
-    labels = {f"traj-l{i}": [n] for i, n in enumerate(names)}
+    labels = {f"{gid}-l{i}": [n] for i, n in enumerate(names) for gid in ("traj", "trajn")}
     return {"chart": _chart("trajectory", "alpha across checkpoints", svg,
-                            "Thin lines: one layer each, coloured by group; bold: mean alpha."),
+                            "Thin lines: one layer each, coloured by group; bold: mean alpha.", narrow=narrow),
             "checkpoints": [{"index": i + 1, "name": a.checkpoint, "created": a.created,
                              "mean": fmt(m)} for i, (a, m) in enumerate(zip(analyses, mean))],
             "legend": [{"name": k, "color": c} for k, c in colors.items()], "labels": labels, "joins": delta}
 
 
 def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tuple], labels: dict, style: Style,
-                     width: float = 6.2, height: float = 2.6) -> tuple[list[dict], list[dict]]:
+                     width: float = 6.2, height: float = 2.6, narrow: bool = False) -> tuple[list[dict], list[dict]]:
     items = [(str(r.get("name")), int(num(r.get("depth"))) if not math.isnan(num(r.get("depth"))) else 0,
               str(r.get("kind", ""))) for r in records]
     recs = {str(r.get("name")): r for r in records}
@@ -202,14 +213,18 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
             continue
         positive = (lambda n, k=key: num(recs[n].get(k)) if num(recs[n].get(k)) > 0 else math.nan) if logy \
             else (lambda n, k=key: recs[n].get(k))
-        series = g.series(f"{prefix}-{key}", positive, labels=labels,
-                          interval=lambda n, k=key: _ci(recs[n].get(f"{k}_ci"), logy))
-        if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
-            names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
-            series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
-                                    color=BASELINE, marker="_", size=90.0))
-        svg = depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=width, height=height)
-        charts.append(_chart(key, title, svg, caption))
+
+        def draw(gid: str, w: float, h: float, key=key, ylabel=ylabel, logy=logy, hlines=hlines, ref=ref,
+                 positive=positive) -> str:
+            series = g.series(gid, positive, labels=labels, interval=lambda n: _ci(recs[n].get(f"{key}_ci"), logy))
+            if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
+                names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
+                series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
+                                        color=BASELINE, marker="_", size=90.0))
+            return depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=w, height=h)
+
+        charts.append(_chart(key, title, draw(f"{prefix}-{key}", width, height), caption,
+                             narrow=draw(f"{prefix}n-{key}", *NARROW) if narrow else ""))
     return charts, g.legend
 
 
@@ -227,7 +242,8 @@ def lrmap_section(lrmap: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(lrmap.get("layers") or [], "lr", [
         ("multiplier", "LR multiplier against depth", "LR multiplier", False, [(1.0, "base LR")],
-         "Each layer's learning rate is base LR × multiplier.")], labels, style or Style(), width=12.5, height=3.2)
+         "Each layer's learning rate is base LR × multiplier.")], labels, style or Style(), width=12.5, height=3.2,
+        narrow=True)
     return {"charts": charts, "legend": legend, "labels": labels, "method": lrmap.get("method", ""),
             "options": lrmap.get("options") or {}, "default": lrmap.get("default"),
             "source": lrmap.get("source", "")}
@@ -243,7 +259,8 @@ def noise_section(noise: Mapping, style: Style | None = None) -> dict[str, Any]:
         ("grad_fro", "gradient Frobenius norm", "‖G‖_F", True, [], ""),
         ("grad_nuclear", "gradient nuclear norm", "‖G‖_*", True, [], ""),
     ], labels, style or Style())
-    return {"charts": charts, "legend": legend, "labels": labels, "facts": noise_facts(noise)}
+    return {"charts": charts, "legend": legend, "labels": labels, "facts": noise_facts(noise),
+            "caveat": noise_measurable(noise)[1]}
 
 
 def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:

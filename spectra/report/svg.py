@@ -266,9 +266,9 @@ def esd_svg(
         parts.append(f'<text x="{s.left + pw - 4}" y="{s.top + 12}" text-anchor="end" font-size="11.5" '
                      f'fill="{s.fit}" font-weight="600">α = {alpha:.2f}</text>')
         n_tail = num_pl_spikes if num_pl_spikes else int((pos >= xmin).sum())
-        anchor = "start" if xm < s.left + 0.6 * pw else "end"
+        anchor = "start" if xm < s.left + 0.6 * pw else "end"  # below the alpha and tail labels
         parts.append(f'<g class="esd-annot" font-size="8.5" fill="#333">'
-                     f'<text x="{_num(xm + (2 if anchor == "start" else -2))}" y="{s.top + 9}" text-anchor="{anchor}">'
+                     f'<text x="{_num(xm + (2 if anchor == "start" else -2))}" y="{s.top + 37}" text-anchor="{anchor}">'
                      f'xmin {xmin:.3g}</text>'
                      f'<text x="{s.left + pw - 4}" y="{s.top + 24}" text-anchor="end">tail n = {n_tail} of {n_all}'
                      + (f" · D = {D:.3f}" if math.isfinite(D) else "") + "</text></g>")

@@ -213,3 +213,77 @@ def test_header_abbreviations_used_only_when_tight():
     rows = [["fc", "1.5"]]
     assert layout(cols, rows, 100).headers == ("layer", "stable_rank")
     assert layout(cols, rows, 12).headers == ("layer", "srank")
+
+
+def _lrmap(names):
+    from spectra.prescribe.lrmap import LayerEntry, LRMap
+
+    layers = tuple(LayerEntry(name=n, param=n + ".weight", depth=i, metric="alpha", value=2.0 + i / 7,
+                              multiplier=0.5 + i / 37, reason="" if i % 5 else "excluded: first or last layer (as TempBalance)",
+                              prescribed=bool(i % 5)) for i, n in enumerate(names))
+    return LRMap(method="tempbalance", params={e.param: e.multiplier for e in layers}, layers=layers,
+                 options={"metric": "alpha"}, source="analysis.json")
+
+
+def _noise(names):
+    from spectra.noise.result import LayerNoise, NoiseResult
+
+    layers = tuple(LayerNoise(name=n, params=(n + ".weight",), depth=i, numel=4096 * 4096, grad_sq=1.234e-5 * (i + 1),
+                              trace_sigma=0.0123456, b_simple=1234.5678 / (i + 1), snr=8.1e-4, grad_fro=0.0123,
+                              grad_spectral=0.00456, grad_nuclear=0.789,
+                              status="success" if i % 4 else "failed",
+                              reason="" if i % 4 else "|G|^2 estimate not positive: not measurable with 8 batches")
+                   for i, n in enumerate(names))
+    summary = {"b_simple": 345.6, "grad_sq": 1e-4, "trace_sigma": 0.0345, "snr": 2.9e-3, "status": "success",
+               "rounds": 8}
+    return NoiseResult(layers=layers, summary=summary, config={"b_small": 8, "b_big": 32}, source="gradients",
+                       task="synthetic")
+
+
+def _diff(names):
+    from spectra.diff import DiffResult, LayerDiff
+
+    layers = tuple(LayerDiff(name=n, param=n + ".weight", depth=i, kind="linear", shape=(4096, 4096),
+                             rel_update=1.2345e-3 * (i + 1), spectral_ratio=0.0234, sv_growth=0.00123,
+                             dw_stable_rank=12.34, dw_effective_rank=123.4, subspace_overlap=0.2345,
+                             overlap_baseline=0.00244, alpha_a=3.456, alpha_b=3.567,
+                             status="success" if i % 6 else "failed", reason="" if i % 6 else "shape mismatch in A")
+                   for i, n in enumerate(names))
+    summary = {"num_layers": len(names), "num_failed": 1, "num_mismatched": 0, "rel_update_global": 0.0123,
+               "rel_update_median": 0.0101, "rel_update_max": 0.0456, "rel_update_max_layer": names[-1],
+               "delta_alpha_mean": 0.111}
+    return DiffResult(layers=layers, by_depth=(), summary=summary, config={}, a="a.safetensors", b="b.safetensors")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("view", ["lrmap", "noise", "diff"])
+def test_other_commands_keep_numbers_and_notes(view, width):
+    """prescribe, noise and diff tables at 80 and 120 columns: numbers whole, notes whole, lines fit."""
+    from spectra.cli import _views
+
+    names = LLAMA
+    result = {"lrmap": _lrmap, "noise": _noise, "diff": _diff}[view](names)
+    table = {"lrmap": _views.lrmap_table, "noise": _views.noise_table, "diff": _views.diff_table}[view](result)
+    header, rows = render_rows(table, width)
+    lay = layout(table.columns, [c for c, _ in table.rows], width)
+    shown = [table.columns[i] for i in lay.keep]
+    assert all(len(line) <= width for row in rows for line in [header, *row])
+    for (cells, _), row in zip(table.rows, rows):
+        text = " ".join(" ".join(line.split()) for line in row)
+        for col, i in zip(shown, lay.keep):
+            if col.role == "number":
+                assert cells[i] in text.split(), (col.header, cells[i], text)
+        note = cells[len(table.columns) - 1]
+        assert note in text
+    screen, buf = _screen(width)
+    {"lrmap": lambda: _views.render_lrmap(result, "TempBalance", screen), "noise": lambda: _views.render_noise(result, screen),
+     "diff": lambda: _views.render_diff(result, screen)}[view]()
+    assert all(len(line) <= width for line in buf.getvalue().splitlines())
+
+
+def test_progress_labels_are_visible_and_fit():
+    from spectra.cli._console import _label
+
+    console = Console(width=80)
+    label = _label("model.layers.31.self_attn.\x1b]0;x\x07q_proj\u202e.bias", console)
+    assert not UNSAFE_CHARS.search(label) and label.endswith("\\u202e.bias") and len(label) <= 80 - 62
