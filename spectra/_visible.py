@@ -10,8 +10,10 @@ dangerous to show as they are:
 * Unicode bidirectional formatting characters (U+202A-U+202E embeddings and overrides, U+2066-U+2069
   isolates, U+200E/U+200F marks, U+061C): they reorder how the rest of the line is displayed, so a
   name can read differently from what it is (CVE-2021-42574, "Trojan Source");
-* line and paragraph separators (U+2028, U+2029) and lone surrogates (which cannot be encoded and
-  would crash the output stream).
+* invisible characters that make two different names look the same (zero-width space, non-joiner
+  and joiner U+200B-U+200D, word joiner U+2060, byte-order mark U+FEFF), line and paragraph
+  separators (U+2028, U+2029) and lone surrogates (which cannot be encoded and would crash the
+  output stream).
 
 :func:`visible` replaces each one with a Python-style escape (``\\x1b``, ``\\u202e``), so the reader
 sees that the character is there and the text shows in logical order. Everything else, including
@@ -31,13 +33,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["visible", "UNSAFE_CHARS", "is_unsafe"]
+__all__ = ["visible", "one_line", "UNSAFE_CHARS", "is_unsafe"]
 
 #: Bidirectional formatting characters (Unicode UAX #9): marks, embeddings, overrides, isolates.
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 #: One character class for everything :func:`visible` escapes.
-UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f" + BIDI + "\u2028\u2029\ud800-\udfff]")
+UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f" + BIDI + "\u200b-\u200d\u2060\ufeff\u2028\u2029\ud800-\udfff]")
 
 
 def _escape(match: re.Match) -> str:
@@ -48,6 +50,16 @@ def _escape(match: re.Match) -> str:
 def visible(text: object) -> str:
     """``text`` as a string with control, bidi and separator characters shown as escapes."""
     return UNSAFE_CHARS.sub(_escape, text if isinstance(text, str) else str(text))
+
+
+def one_line(text: object) -> str:
+    """``text`` as one visible line (for ``error: ...`` and ``warning: ...``): whitespace runs,
+    newlines included, fold to one space, then :func:`visible`.
+
+    >>> one_line("bad\\nkey \\x1b]0;t\\u202e")
+    'bad key \\\\x1b]0;t\\\\u202e'
+    """
+    return visible(" ".join(str(text).split()))
 
 
 def is_unsafe(text: str) -> bool:

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Callable, Iterable, Optional
 import typer
 
 from .._version import __version__
-from .._visible import visible
+from .._visible import one_line
 from ..errors import SpectraError
 from ._console import progress_bar, progress_callback, stderr_console, stdout_console  # noqa: F401 (re-exported)
-from ._help import SpectraCommand, SpectraGroup
+from ._help import HelpGroup, SpectraCommand
 
 app = typer.Typer(
     name="spectra",
@@ -28,7 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=SpectraGroup,
+    cls=HelpGroup,
 )
 
 _state = {"debug": False}
@@ -37,6 +37,7 @@ _state = {"debug": False}
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto picks cuda when available).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Precision of the eigen-solver: float64 (exact, default) or float32.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors still go to stderr.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (bootstrap, shuffles, data).")]
 TrustPickleOpt = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow full pickle loading of torch files. Only for checkpoints you made yourself: unpickling can run code."),
@@ -60,7 +61,7 @@ def _root(
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {visible(message)}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-__all__ = ["SpectraCommand", "SpectraGroup", "usage_name"]
+__all__ = ["SpectraCommand", "HelpGroup", "usage_name"]
 
 
 def usage_name(param) -> str:
@@ -43,7 +43,7 @@ class SpectraCommand(TyperCommand):
         return pieces
 
 
-class SpectraGroup(TyperGroup):
+class HelpGroup(TyperGroup):
     """The same presentation for the ``spectra`` group and its sub-groups (``spectra bench``)."""
 
     def get_params(self, ctx):

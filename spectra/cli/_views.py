@@ -139,13 +139,8 @@ def _value(x: Any) -> float:
 def reliability(record: Any) -> tuple[bool | None, str]:
     """``(reliable, reason)`` of a noise record (object or mapping); ``None`` when the file has no flag."""
     get = record.get if isinstance(record, Mapping) else (lambda k, d=None: getattr(record, k, d))
-    flag = get("reliable", None)
-    reason = ""
-    for key in ("reliable_reason", "reliability", "unreliable_reason", "reliability_reason"):
-        if isinstance(get(key, None), str) and get(key, None):
-            reason = get(key, None)
-            break
-    return (None if flag is None else bool(flag)), reason
+    flag, reason = get("reliable", None), get("reliable_reason", None)
+    return (None if flag is None else bool(flag)), (reason if isinstance(reason, str) else "")
 
 
 def noise_headline(summary: Mapping[str, Any], rounds: Any = None) -> tuple[list[str], str]:
@@ -211,6 +206,12 @@ def render_noise(result, screen: Screen | None = None) -> None:
     if caveat:
         screen.line((caveat, "yellow"))
     screen.table(noise_table(result))
+    try:  # what to do about it, where the library gives advice (spectra.noise.advice)
+        from ..noise.advice import noise_advice
+    except ImportError:
+        return
+    for text in noise_advice(result):
+        screen.line(text)
 
 
 # ----------------------------------------------------------------------------- diff

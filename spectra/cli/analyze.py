@@ -31,7 +31,7 @@ def analyze_cmd(
     solver: Annotated[str, typer.Option("--solver", help="gram (eigvalsh of W^T W, fastest) or svd.")] = "gram",
     dtype: DtypeOpt = "float64",
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the bootstrap draws and the --randomize shuffles (results are reproducible).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the bootstrap draws and the --randomize shuffles (results are reproducible).")] = 0,
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -8,11 +8,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from ._app import DeviceOpt, QuietOpt, app, command, parse_pairs, progress_callback
-from ._help import SpectraGroup
+from ._help import HelpGroup
 from ._views import render_bench_summary, render_strategies
 
 bench_app = typer.Typer(help="Benchmarks that write reports/bench/*.md tables and plots.", no_args_is_help=True,
-                        cls=SpectraGroup)
+                        cls=HelpGroup)
 app.add_typer(bench_app, name="bench")
 
 

@@ -24,7 +24,7 @@ def noise_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="With --from-optimizer: the training batch size, to report tr(Sigma) per example.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write spectra.noise/1 JSON; '-' writes it to stdout.")] = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the task's data order and, without --checkpoint, its model initialisation: the same seed gives the same measurement.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the task's data order and, without --checkpoint, its model initialisation: the same seed gives the same measurement.")] = 0,
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -30,7 +30,7 @@ def retrain_cmd(
     keep: Annotated[int, typer.Option("--keep", help="Keep only the newest N epoch checkpoints (0 = all).")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List built-in tasks and optimizers and exit.")] = False,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the model's initialisation, the data order and dropout (a run is reproducible from its seed).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the model's initialisation, the data order and dropout (a run is reproducible from its seed).")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a task and write checkpoints (safetensors) and per-epoch metrics; --resume continues.

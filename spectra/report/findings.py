@@ -61,11 +61,8 @@ def _s(n: int) -> str:
 
 def reliability(record: Mapping[str, Any]) -> tuple[bool | None, str]:
     """``(reliable, reason)`` of a noise record or summary; ``None`` when the file has no flag (older files)."""
-    flag = record.get("reliable")
-    for key in ("reliable_reason", "reliability", "unreliable_reason", "reliability_reason"):
-        if isinstance(record.get(key), str) and record.get(key):
-            return (None if flag is None else bool(flag)), record[key]
-    return (None if flag is None else bool(flag)), ""
+    flag, reason = record.get("reliable"), record.get("reliable_reason")
+    return (None if flag is None else bool(flag)), (reason if isinstance(reason, str) else "")
 
 
 def _interval(ci: Any) -> str:
