@@ -279,6 +279,8 @@ class Screen:
         for chunk in chunks:
             text, style = chunk if isinstance(chunk, tuple) else (chunk, "")
             text = visible(text)
+            if not text:
+                continue
             cur = lines[-1]
             if cur.cell_len and self.width is not None and cur.cell_len + len(sep) + cell_len(text) > self.width:
                 lines.append(cur := Text())

@@ -18,7 +18,7 @@ __all__ = ["render_analysis", "render_lrmap", "render_rules", "render_noise", "r
 _BAR = 30
 
 
-def _rows_by_style(warning: str, ok: bool) -> str:
+def _verdict_style(warning: str, ok: bool) -> str:
     return {"over-trained": "red", "under-trained": "yellow"}.get(warning, "" if ok else "dim")
 
 
@@ -55,7 +55,7 @@ def analysis_table(result) -> Table:
         note = r.warning if r.ok else f"{r.status}: {r.reason}"
         table.add(r.depth, r.name, r.kind, "x".join(map(str, r.shape)), num(r.alpha, ".2f"), spread, num(r.D, ".3f"),
                   num(r.num_pl_spikes), num(r.alpha_weighted, ".2f"), num(r.stable_rank, ".1f"),
-                  num(r.log_spectral_norm, ".2f"), note, style=_rows_by_style(r.warning, r.ok))
+                  num(r.log_spectral_norm, ".2f"), note, style=_verdict_style(r.warning, r.ok))
     return table
 
 

@@ -287,3 +287,14 @@ def test_progress_labels_are_visible_and_fit():
     console = Console(width=80)
     label = _label("model.layers.31.self_attn.\x1b]0;x\x07q_proj\u202e.bias", console)
     assert not UNSAFE_CHARS.search(label) and label.endswith("\\u202e.bias") and len(label) <= 80 - 62
+
+
+def test_noise_headline_says_when_b_simple_is_not_measurable():
+    from spectra.cli._views import noise_headline
+
+    parts, caveat = noise_headline({"grad_sq": -0.345, "b_simple": None, "trace_sigma": 1.2, "snr": None}, 8)
+    assert parts[0] == "B_simple -" and "not measurable with 8 batches" in caveat and "-0.345" in caveat
+    parts, caveat = noise_headline({"grad_sq": 0.01, "b_simple": 123.0, "b_simple_ci": [90.0, 170.0],
+                                    "trace_sigma": 1.23, "snr": 0.008, "reliable": False,
+                                    "reliable_reason": "interval spans a factor 10"}, 8)
+    assert parts[0] == "B_simple 123 [90, 170]" and caveat == "unreliable: interval spans a factor 10"
