@@ -10,15 +10,16 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterable, Optional
 
 import typer
 
 from .._version import __version__
+from .._visible import one_line
 from ..errors import SpectraError
+from ._console import progress_bar, progress_callback, stderr_console, stdout_console  # noqa: F401 (re-exported)
+from ._help import HelpGroup, SpectraCommand
 
 app = typer.Typer(
     name="spectra",
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
 )
 
 _state = {"debug": False}
@@ -59,7 +61,7 @@ def _root(
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -96,7 +98,7 @@ def command(*args, typer_app: typer.Typer | None = None, **kwargs) -> Callable:
     """``app.command`` (or ``typer_app.command`` for a sub-group) wrapped in :func:`guard`."""
 
     def wrap(fn: Callable) -> Callable:
-        return (typer_app or app).command(*args, **kwargs)(guard(fn))
+        return (typer_app or app).command(*args, cls=SpectraCommand, **kwargs)(guard(fn))
 
     return wrap
 
@@ -161,68 +163,3 @@ def emit(result: Any, out: Path | None, *, quiet: bool, render: Callable[[Any], 
         render(result)
         if out is not None:
             typer.echo(f"wrote {out}", err=True)
-
-
-def stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def stdout_console():
-    """Console for tables on stdout; wide enough for per-layer rows when stdout is a pipe or file."""
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-@contextmanager
-def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with ETA on stderr; yields ``advance(n=1, label=None)``.
-
-    Silent when ``quiet`` or when stderr is not a terminal and the job is short.
-    """
-    if quiet or total <= 0:
-        yield lambda n=1, label=None: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[label]}"),
-    ]
-    with Progress(*columns, console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
-        task_id = progress.add_task(description, total=total, label="")
-
-        def advance(n: int = 1, label: str | None = None) -> None:
-            progress.update(task_id, advance=n, label=label or "")
-
-        yield advance
-
-
-@contextmanager
-def progress_callback(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
-    """A rich progress bar on stderr driven by ``callback(done, total, label)`` (library style).
-
-    The total can be unknown until the first call; nothing is drawn when ``quiet`` or when stderr
-    is not a terminal.
-    """
-    if quiet or not sys.stderr.isatty():
-        yield lambda done, total, label="": None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
-                  console=stderr_console(), transient=True) as progress:
-        task_id = progress.add_task(description, total=None, label="")
-
-        def callback(done: int, total: int, label: str = "") -> None:
-            progress.update(task_id, completed=done, total=total, label=label)
-
-        yield callback

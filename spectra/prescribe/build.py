@@ -184,11 +184,11 @@ def _rows_for(info: RuleInfo, metric: str, analysis: Analysis | None, side: dict
     if info.inputs in ("analysis", "depth"):
         if analysis is None:
             raise ConfigError(f"method {info.name!r} needs an analysis: give an analysis JSON "
-                              "(spectra analyze CKPT -o analysis.json) or a checkpoint")
+                              "(`spectra analyze CKPT -o analysis.json`) or a checkpoint")
         return rows_from_analysis(analysis, metric)
     if info.inputs == "noise":
         if side.get("noise") is None:
-            raise ConfigError("method 'noise' needs a gradient-noise file: run `spectra noise CKPT --task NAME "
+            raise ConfigError("method 'noise' needs a gradient-noise file: run `spectra noise --task NAME --checkpoint CKPT "
                               "-o noise.json` first, then pass --noise noise.json")
         return rows_from_noise(side["noise"], metric, origin=side.get("noise_origin") or "noise file")
     if side.get("diff") is None:
