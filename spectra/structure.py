@@ -248,6 +248,7 @@ def _from_model(model: torch.nn.Module, keys: Sequence[str], shapes: Mapping[str
 #: Config fields that multiply the number of modules; a value above the checkpoint's key count is
 #: not this checkpoint's config (or a hostile one), and the model is not instantiated.
 _COUNT_FIELDS = ("layer", "depth", "expert", "block")
+_MAX_CONFIG_BYTES = 16 << 20
 
 
 def _config_too_big(data: Any, limit: int) -> str | None:
@@ -267,11 +268,13 @@ def _from_config(directory: Path, keys: Sequence[str], shapes: Mapping[str, tupl
     """Instantiate the config's architecture on the meta device; None when that is not possible."""
     path = directory / "config.json"
     try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {_MAX_CONFIG_BYTES >> 20} MiB")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        log.info("%s: unreadable (%s); using the %s order", path, exc, "stored")
+        too_big = _config_too_big(data, max(len(keys), 1))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        log.info("%s: not usable (%s); model order falls back to the file's", path, str(exc)[:200])
         return None
-    too_big = _config_too_big(data, max(len(keys), 1))
     if too_big:
         log.info("%s: %s exceeds the checkpoint's %d tensors; not instantiating it", path, too_big, len(keys))
         return None

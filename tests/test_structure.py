@@ -208,6 +208,7 @@ def test_a_config_that_is_not_this_checkpoints_is_not_used(tmp_path, tiny_state_
     {"model_type": "no-such-model"},
     {"auto_map": {"AutoModel": "evil.Model"}, "model_type": "evil"},  # remote code is never run
     "not json",
+    "[" * 100000 + "]" * 100000,  # nested past the recursion limit
 ])
 def test_hostile_or_unknown_configs_fall_back(tmp_path, tiny_state_dict, config):
     save_file(dict(tiny_state_dict), str(tmp_path / "model.safetensors"))
