@@ -203,6 +203,8 @@ def _align(model_keys: Sequence[str], ckpt_keys: Iterable[str]) -> tuple[dict[st
                 mapping.setdefault(key, mapped)
         if len(mapping) > best[1]:
             best = (mapping, len(mapping))
+            if best[1] == len(present):  # every checkpoint key placed: no other change can do better
+                break
     return best
 
 
@@ -246,16 +248,21 @@ def _from_model(model: torch.nn.Module, keys: Sequence[str], shapes: Mapping[str
 
 
 #: Config fields that multiply the number of modules; a value above the checkpoint's key count is
-#: not this checkpoint's config (or a hostile one), and the model is not instantiated.
+#: not this checkpoint's config (or a hostile one), and the model is not instantiated. Sizes above
+#: _MAX_DIM are refused too (meta tensors cost nothing, but some model code builds tables on the CPU).
 _COUNT_FIELDS = ("layer", "depth", "expert", "block")
+_SIZE_FIELDS = ("size", "dim", "position", "vocab", "embd", "ctx")
+_MAX_DIM = 1 << 24
 _MAX_CONFIG_BYTES = 16 << 20
 
 
 def _config_too_big(data: Any, limit: int) -> str | None:
     if isinstance(data, Mapping):
         for key, value in data.items():
-            if isinstance(value, int) and not isinstance(value, bool) and value > limit \
-                    and any(f in str(key).lower() for f in _COUNT_FIELDS):
+            name = str(key).lower()
+            if isinstance(value, int) and not isinstance(value, bool) and (
+                    (value > limit and any(f in name for f in _COUNT_FIELDS))
+                    or (value > _MAX_DIM and any(f in name for f in _SIZE_FIELDS))):
                 return f"{key}={value}"
             found = _config_too_big(value, limit)
             if found:
