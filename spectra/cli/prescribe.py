@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
                    progress_callback)
 from ._views import render_lrmap, render_rules
 
@@ -22,13 +22,13 @@ def prescribe_cmd(
     max_ratio: Annotated[Optional[float], typer.Option("--max-ratio", help="High end of a linear map (llr 5, tempbalance 1.5, alphadecay 3).")] = None,
     normalize: Annotated[str, typer.Option("--normalize", help="none, mean or geomean: divide the multipliers by their mean over layers.")] = "none",
     clip: Annotated[Optional[str], typer.Option("--clip", help="LO,HI bounds for the multipliers, e.g. 0.5,2.")] = None,
-    norms: Annotated[Optional[str], typer.Option("--norms", help="follow: biases and norms take their layer's multiplier; base: they stay at 1 (default: the rule's).")] = None,
+    norms: Annotated[Optional[str], typer.Option("--norms", help="Norms next to a layer: follow (take its multiplier), base (stay at 1) or name (only a BatchNorm named like its conv follows, TempBalance's rule); a layer's own bias always follows (default: the rule's).")] = None,
     noise: Annotated[Optional[Path], typer.Option("--noise", help="Gradient-noise file (spectra noise -o) for --method noise.")] = None,
     diff: Annotated[Optional[Path], typer.Option("--diff", help="Checkpoint diff file (spectra diff -o) for --method update-ratio.")] = None,
     set_: Annotated[Optional[List[str]], typer.Option("--set", "-s", metavar="KEY=VALUE", help="Rule option KEY=VALUE (repeatable), e.g. decay=0.65, exclude_first=false, eigs_thresh=0.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the map (spectra.lrmap/1 JSON); '-' writes it to stdout.")] = None,
     fit: Annotated[Optional[str], typer.Option("--fit", help="Power-law fit when analysing a checkpoint (default: median for HT-SR rules, as the anchors).")] = None,
-    dtype: DtypeOpt = "float64",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Eigen-solver precision when analysing a checkpoint (default: float32 SVD for HT-SR rules, as their reference code; float64 otherwise).")] = None,
     device: DeviceOpt = "auto",
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,

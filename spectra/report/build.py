@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..layers import block_key, natural_key
+from ..layers import block_key
 from ..results import Analysis, LayerResult
 from .plots import PALETTE
 
@@ -269,5 +269,5 @@ def table(analysis: Analysis, joins: Mapping[str, Mapping[str, Mapping]]) -> tup
 
 
 def ordered(layers: Iterable[LayerResult]) -> list[LayerResult]:
-    """Layers by depth, then in natural name order (``layers.2`` before ``layers.10``)."""
-    return sorted(layers, key=lambda r: (r.depth, natural_key(r.name)))
+    """Layers by depth, in model order within a depth (the analysis lists them in model order)."""
+    return sorted(layers, key=lambda r: r.depth)

@@ -53,14 +53,16 @@ def test_table_columns_follow_inputs_and_rows_sort(analysis):
     cols, rows = build.table(analysis, {"lrmap": build.by_name(lrmap["layers"])})
     keys = [c.key for c in cols]
     lr = keys.index("lr")
-    first = rows[0]
-    assert first["name"] == "embeddings.position_ids"  # depth 0 first, natural order
-    assert first["cells"][keys.index("note")]["text"].startswith("skipped: non-floating dtype")
-    assert first["cells"][keys.index("kind")]["text"] == "–"  # a tensor with no matrix kind
-    assert [r["name"] for r in rows][1] == "embeddings.word_embeddings"
-    word = rows[1]
+    # depth 0 first; within a depth the analysis's (model) order, not the alphabet
+    assert [r["name"] for r in rows][:2] == ["embeddings.word_embeddings", "embeddings.position_ids"]
+    word, ids = rows[0], rows[1]
+    assert ids["cells"][keys.index("note")]["text"].startswith("skipped: non-floating dtype")
+    assert ids["cells"][keys.index("kind")]["text"] == "–"  # a tensor with no matrix kind
     assert float(word["cells"][lr]["sort"]) == lrmap["layers"][0]["multiplier"]
-    assert first["cells"][lr] == {"text": "–", "sort": "", "num": True}
+    assert ids["cells"][lr] == {"text": "–", "sort": "", "num": True}
+    block = [r["name"] for r in rows if r["name"].startswith("encoder.layer.0.")]
+    assert block[:4] == [f"encoder.layer.0.attention.{p}" for p in ("self.query", "self.key", "self.value",
+                                                                       "output.dense")]
     depths = [int(float(r["cells"][keys.index("depth")]["sort"])) for r in rows]
     assert depths == sorted(depths)
 
