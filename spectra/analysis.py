@@ -7,7 +7,8 @@ shaped tensors) is in memory at a time, so peak memory is set by the largest lay
 
 Every tensor key ends up somewhere: matrices as layer records (``success``, ``failed`` with a reason,
 or ``skipped`` with a reason), vectors (biases, norm weights) in ``Analysis.attached`` under the layer
-they belong to.
+they belong to, buffers as ``skipped`` records with the reason ``buffer``. Records follow model order
+(:func:`spectra.structure.describe`; ``config["order"]`` says where it came from).
 """
 
 from __future__ import annotations
@@ -164,8 +165,9 @@ def analyze_matrix(
     if not ev.size or lmax <= 0:
         return LayerResult(**record, status="failed", reason="all eigenvalues are zero (a zero matrix)")
     rank = int(np.count_nonzero(ev > rank_tolerance(lmax, N, M, cfg.torch_dtype, cfg.solver)))
-    fit = fit_power_law(ev, method=cfg.fit, fix_fingers=cfg.fix_fingers, max_fingers=cfg.max_fingers,
-                        finger_thresh=cfg.finger_thresh)
+    # float32 eigenvalues reach the fit as float32: the median fit then computes as its reference does
+    fit = fit_power_law(evals.detach().cpu().numpy(), method=cfg.fit, fix_fingers=cfg.fix_fingers,
+                        max_fingers=cfg.max_fingers, finger_thresh=cfg.finger_thresh)
     record.update(norm_metrics(ev, fit.alpha if fit.ok else math.nan))
     record.update(matrix_rank=rank, entropy=matrix_entropy(ev, rank))
     if fit.ok:
@@ -272,6 +274,7 @@ def analyze(
     ('fc', 'success', {'fc.bias': 'fc'})
     """
     from .io import open_checkpoint
+    from .structure import describe
 
     cfg = config if config is not None else AnalyzeConfig(**options)
     if config is not None and options:
@@ -281,8 +284,10 @@ def analyze(
     generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
     with open_checkpoint(source, trust_pickle=trust_pickle) as ckpt:
-        keys = list(ckpt.keys())
-        specs = [L.classify(k, info.shape, info.dtype) for k, info in ((k, ckpt.info(k)) for k in keys)]
+        structure = describe(ckpt)
+        keys = list(structure.keys)
+        specs = [L.classify(k, info.shape, info.dtype, buffer=structure.is_buffer(k),
+                            module_kind=structure.module_kind(k)) for k, info in ((k, ckpt.info(k)) for k in keys)]
         layer_specs = [s for s in specs if s.kind != "vector"]
         depths = L.assign_depths([s.name for s in layer_specs], [s.kind for s in layer_specs])
         analysable = {s.name for s in layer_specs if s.is_layer}
@@ -291,7 +296,7 @@ def analyze(
         owned: dict[str, list[str]] = {}  # layer name -> its vector keys, inverted once
         for key, owner in attached.items():
             owned.setdefault(owner, []).append(key)
-        num_params = sum(math.prod(s.shape) for s in specs)
+        num_params = sum(math.prod(s.shape) for s in specs if s.kind != "buffer")
         records: list[LayerResult] = []
         evals_out: dict[str, np.ndarray] = {}
         pending: list[_Job] = []
@@ -352,6 +357,7 @@ def analyze(
     summary = summarize(records, attached, num_params, elapsed)
     config_dict = asdict(cfg)
     config_dict["device"] = str(device)
+    config_dict["order"], config_dict["order_source"] = structure.order, structure.source
     result = Analysis(
         layers=tuple(records), summary=summary, config=config_dict, checkpoint=checkpoint_name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), attached=attached, evals=evals_out,
@@ -376,7 +382,8 @@ def _not_reached(specs: list[L.LayerSpec], depths: dict[str, int], records: list
     for spec in specs:
         if spec.key not in reached:
             out.append(LayerResult(name=spec.name, param=spec.key, kind=spec.kind, shape=spec.shape,
-                                   depth=depths[spec.name], dtype=spec.dtype, status="skipped", reason=INTERRUPTED))
+                                   depth=depths[spec.name], dtype=spec.dtype, status="skipped",
+                                   reason=INTERRUPTED if spec.is_layer else spec.reason))
     return out
 
 
@@ -398,6 +405,8 @@ def _jobs(spec: L.LayerSpec, ckpt, depths, owned: tuple[str, ...], cfg: AnalyzeC
         return
     for name, expert, mat, scale in L.matrices(spec, tensor):
         N, M = max(mat.shape[-2:]), min(mat.shape[-2:])
+        if scale != 1.0 and cfg.solver == "svd":  # the reference scales the kernel, not the eigenvalues
+            mat, scale = mat.to(cfg.torch_dtype) * math.sqrt(scale), 1.0
         n_evals = M * (mat.shape[0] if mat.dim() == 3 else 1)
         rec_base = dict(base, name=name, expert=expert, N=N, M=M)
         if n_evals < cfg.min_evals:
@@ -430,6 +439,7 @@ def summarize(records: Iterable[LayerResult], attached: dict, num_params: int, e
         "num_under_trained": sum(r.warning == "under-trained" for r in records),
         "num_over_trained": sum(r.warning == "over-trained" for r in records),
         "num_vectors": len(attached),
+        "num_buffers": sum(r.kind == "buffer" for r in records),
         "num_params": int(num_params),
         "seconds": round(elapsed, 3),
     }

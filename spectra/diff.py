@@ -7,6 +7,9 @@ overlap of the top-k singular subspaces of dW and W_A against its exact random b
 in the HT-SR exponent alpha uses the same eigenvalue convention as ``spectra analyze``. Keys only in
 one file or with different shapes are listed under ``mismatched``; they never stop the run. Biases
 and norm weights are listed under ``vectors`` with their relative update and the layer they attach to.
+Records follow A's model order (:func:`spectra.structure.describe`); buffers of either checkpoint (a
+causal mask, BatchNorm statistics) are ``skipped`` with the reason ``buffer`` and stay out of every
+summary.
 
 With ``activations_task`` the hidden-state update of every transformer block is decomposed into a
 tokenwise part and a residual for both checkpoints (our reading of Yoo 2026; see
@@ -203,6 +206,7 @@ def diff(
     """
     from .io import open_checkpoint
     from .noise import resolve_device
+    from .structure import describe
 
     if int(topk) < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
@@ -217,7 +221,8 @@ def diff(
     vectors: list[dict[str, Any]] = []
     with open_checkpoint(a, trust_pickle=trust_pickle) as ca, open_checkpoint(b, trust_pickle=trust_pickle) as cb:
         name_a, name_b = str(ca.path), str(cb.path)
-        keys_a, keys_b = list(ca.keys()), list(cb.keys())
+        sa, sb = describe(ca), describe(cb)
+        keys_a, keys_b = list(sa.keys), list(sb.keys)
         in_b, in_a = set(keys_b), set(keys_a)
         mismatched += [{"param": k, "reason": "only in A"} for k in keys_a if k not in in_b]
         mismatched += [{"param": k, "reason": "only in B"} for k in keys_b if k not in in_a]
@@ -227,7 +232,8 @@ def diff(
             if tuple(ia.shape) != tuple(ib.shape):
                 mismatched.append({"param": key, "reason": f"shape {tuple(ia.shape)} in A, {tuple(ib.shape)} in B"})
             else:
-                specs.append(classify(key, ia.shape, ia.dtype))
+                specs.append(classify(key, ia.shape, ia.dtype, buffer=sa.is_buffer(key) or sb.is_buffer(key),
+                                      module_kind=sa.module_kind(key)))
         mats = [s for s in specs if s.is_layer]
         depths = assign_depths([s.name for s in mats], [s.kind for s in mats])
         owner = attach_vectors([s.key for s in specs], [s.name for s in mats],
@@ -235,7 +241,7 @@ def diff(
         for done, spec in enumerate(specs):
             depth = depths.get(spec.name, depths.get(owner.get(spec.key) or "", 0))
             base = dict(name=spec.name, param=spec.key, depth=depth, kind=spec.kind, shape=spec.shape)
-            if spec.kind == "skipped":
+            if spec.kind in ("skipped", "buffer"):
                 layers.append(LayerDiff(**base, status="skipped", reason=spec.reason))
             elif spec.kind == "vector":
                 ta, tb = ca.get(spec.key), cb.get(spec.key)
@@ -256,6 +262,7 @@ def diff(
         activations = activation_diff(activations_task, a, b, device=str(dev), trust_pickle=trust_pickle,
                                       max_tokens=max_tokens, k=activation_k, method=method)
     config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev), "dtype": dtype,
+              "order": sa.order, "order_source": sa.source,
               "overlap": "mean of left and right top-k singular subspaces of dW vs W_A; baseline (k/N + k/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,
                       tuple(mismatched), tuple(vectors), activations,

@@ -12,7 +12,11 @@ state dicts, safetensors files and live ``nn.Module`` objects):
   same 0.5 scaling as conv2d (WeightWatcher mis-handles these; see research notes).
 * 0-D and 1-D tensors are not layers; they are attached to a layer (biases and norm weights follow
   the module they belong to, or the layer before them) so prescriptions can move them together.
-* Integer, boolean and quantized tensors are skipped with a reason.
+* Integer, boolean and quantized tensors are skipped with a reason; buffers (a causal mask, BatchNorm
+  statistics: :mod:`spectra.structure` says which tensors are buffers) are skipped with the reason
+  ``buffer``.
+* When the owning module is known (:mod:`spectra.structure`), its class decides between ``linear``
+  (``nn.Linear``, HF ``Conv1D``) and ``embedding`` (``nn.Embedding``) instead of the name.
 
 Depth: embeddings are depth 0, numbered blocks follow in order (``layers.2`` before ``layers.10``),
 anything after the last block (head, pooler, final norm's layer) is last.
@@ -28,6 +32,7 @@ import torch
 
 __all__ = [
     "LayerSpec",
+    "NOT_LAYERS",
     "natural_key",
     "module_name",
     "classify",
@@ -82,21 +87,38 @@ class LayerSpec:
 
     key: str
     name: str
-    kind: str  # linear | embedding | conv1d | conv2d | expert | vector | skipped
+    kind: str  # linear | embedding | conv1d | conv2d | expert | vector | buffer | skipped
     shape: tuple[int, ...]
     dtype: str
     reason: str = ""
 
     @property
     def is_layer(self) -> bool:
-        return self.kind not in ("vector", "skipped")
+        return self.kind not in NOT_LAYERS
 
 
-def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str) -> LayerSpec:
-    """Decide whether ``key`` is a layer, and of which kind, from its name, shape and dtype."""
+#: LayerSpec kinds that are not weight matrices.
+NOT_LAYERS = ("vector", "buffer", "skipped")
+
+
+def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str, *, buffer: bool = False,
+             module_kind: str = "") -> LayerSpec:
+    """Decide whether ``key`` is a layer, and of which kind, from its name, shape and dtype.
+
+    ``buffer``: the key is a buffer, not a parameter (skipped, reason ``buffer``). ``module_kind``:
+    the owning module's kind when known (:func:`spectra.structure.module_kind`); an ``embedding`` or
+    ``linear`` module decides a 2-D weight's kind over its name.
+
+    >>> classify("h.0.attn.bias", (1, 1, 8, 8), "float32", buffer=True).reason
+    'buffer'
+    >>> classify("encoder.relative_attention_bias.weight", (32, 8), "float32", module_kind="embedding").kind
+    'embedding'
+    """
     shape = tuple(int(s) for s in shape)
     dtype_name = str(dtype).replace("torch.", "")
     name = module_name(key)
+    if buffer:
+        return LayerSpec(key, name, "buffer", shape, dtype_name, "buffer")
     if len(shape) <= 1:
         return LayerSpec(key, name, "vector", shape, dtype_name)
     if not _is_float_dtype(dtype):
@@ -105,7 +127,10 @@ def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str) -> LayerS
     if any(s == 0 for s in shape):
         return LayerSpec(key, name, "skipped", shape, dtype_name, "empty tensor")
     if len(shape) == 2:
-        kind = "embedding" if EMBEDDING_PATTERN.search(name) else "linear"
+        if module_kind in ("embedding", "linear"):
+            kind = module_kind
+        else:
+            kind = "embedding" if EMBEDDING_PATTERN.search(name) else "linear"
         return LayerSpec(key, name, kind, shape, dtype_name)
     if len(shape) == 3:
         kind = "expert" if EXPERT_PATTERN.search(key) else "conv1d"

@@ -15,38 +15,25 @@ import functools
 import json
 import logging
 import math
-import re
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Annotated, Any, Callable, Iterable, Mapping, Optional
 
 import typer
-from typer.core import TyperGroup
 
 from .._version import __version__
+from .._visible import one_line
 from ..errors import SpectraError
+from ._console import progress_bar, progress_callback, stderr_console, stdout_console  # noqa: F401 (re-exported)
+from ._help import HelpGroup, SpectraCommand
 
 #: Largest integer an option takes: torch and numpy work in int64.
 INT_LIMIT = 2**63 - 1
 # click's exceptions: the click package's, or those of the copy typer >= 0.20 vendors (typer._click)
 _CLICK_EXC = sys.modules[typer.BadParameter.__module__]
-# C0/C1 controls, DEL and the Unicode bidi/format characters that can reorder or hide text
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
-def one_line(text: str) -> str:
-    r"""``text`` as one terminal-safe line: whitespace runs folded, control and bidi characters escaped.
-
-    >>> one_line("bad
-key ]0;title‮")
-    'bad key \x1b]0;title\u202e'
-    """
-    text = " ".join(str(text).split())
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-class SpectraGroup(TyperGroup):
+class SpectraGroup(HelpGroup):
     """The root command: click's usage errors become one ``error:`` line (exit 2), not a box."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -207,7 +194,7 @@ def command(*args, typer_app: typer.Typer | None = None, **kwargs) -> Callable:
     """``app.command`` (or ``typer_app.command`` for a sub-group) wrapped in :func:`guard`."""
 
     def wrap(fn: Callable) -> Callable:
-        return (typer_app or app).command(*args, **kwargs)(guard(fn))
+        return (typer_app or app).command(*args, cls=SpectraCommand, **kwargs)(guard(fn))
 
     return wrap
 
@@ -293,68 +280,3 @@ def emit(result: Any, out: Path | None, *, quiet: bool, render: Callable[[Any], 
         render(result)
         if out is not None:
             typer.echo(f"wrote {out}", err=True)
-
-
-def stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def stdout_console():
-    """Console for tables on stdout; wide enough for per-layer rows when stdout is a pipe or file."""
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-@contextmanager
-def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with ETA on stderr; yields ``advance(n=1, label=None)``.
-
-    Silent when ``quiet`` or when stderr is not a terminal and the job is short.
-    """
-    if quiet or total <= 0:
-        yield lambda n=1, label=None: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[label]}"),
-    ]
-    with Progress(*columns, console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
-        task_id = progress.add_task(description, total=total, label="")
-
-        def advance(n: int = 1, label: str | None = None) -> None:
-            progress.update(task_id, advance=n, label=label or "")
-
-        yield advance
-
-
-@contextmanager
-def progress_callback(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
-    """A rich progress bar on stderr driven by ``callback(done, total, label)`` (library style).
-
-    The total can be unknown until the first call; nothing is drawn when ``quiet`` or when stderr
-    is not a terminal.
-    """
-    if quiet or not sys.stderr.isatty():
-        yield lambda done, total, label="": None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
-                  console=stderr_console(), transient=True) as progress:
-        task_id = progress.add_task(description, total=None, label="")
-
-        def callback(done: int, total: int, label: str = "") -> None:
-            progress.update(task_id, completed=done, total=total, label=label)
-
-        yield callback

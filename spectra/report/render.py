@@ -1,14 +1,24 @@
 """Assemble the one-file HTML report: load inputs, prepare sections, render the Jinja2 template.
 
 The page is self-contained (inline CSS, a small inline script, inline SVG charts, no network) and
-safe for untrusted checkpoints: the template autoescapes every value, the only ``|safe`` values are
-SVG this package draws itself plus the bundled CSS/JS, and the one JSON blob the script reads is
-dumped with ``<``, ``>``, ``&`` and line separators escaped (:func:`safe_json`).
+safe for untrusted checkpoints, in three layers:
+
+* every value the template prints first passes :func:`spectra._visible.visible` (the environment's
+  ``finalize``), so control characters and bidi overrides in a layer name show as ``\\u202e``
+  instead of reordering the text, and is then autoescaped; the only ``|safe`` values are SVG this
+  package draws itself plus the bundled CSS/JS;
+* the one JSON blob the script reads is made visible the same way and dumped with ``<``, ``>``,
+  ``&`` and line separators escaped (:func:`safe_json`);
+* the Content-Security-Policy allows no network and runs only the page's own script, named by its
+  SHA-256 hash (:func:`script_hash`), so an injected ``<script>`` or ``onerror=`` attribute would
+  not run even if escaping failed.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,28 +26,54 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .._files import atomic_write
 from .._version import __version__
+from .._visible import visible
 from ..errors import ConfigError, FormatError, require
 from ..results import ANALYSIS_SCHEMA, Analysis, read_json
-from . import build, sections
+from . import build, findings, sections
 
-__all__ = ["render_report", "write_report", "load_analysis", "load_json", "load_side", "safe_json"]
+__all__ = ["render_report", "write_report", "load_analysis", "load_json", "load_side", "safe_json", "script_hash"]
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 LRMAP_SCHEMA, NOISE_SCHEMA, DIFF_SCHEMA = "spectra.lrmap/1", "spectra.noise/1", "spectra.diff/1"
 
 
+def _visible_strings(data: Any) -> Any:
+    if isinstance(data, str):
+        return visible(data)
+    if isinstance(data, Mapping):
+        return {visible(k): _visible_strings(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_visible_strings(v) for v in data]
+    return data
+
+
 def safe_json(data: Any) -> str:
-    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no ``<!--``).
+    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no ``<!--``), with
+    every string made :func:`~spectra._visible.visible` first.
 
     >>> safe_json({"name": "</script><b>"})
     '{"name": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
     """
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+    text = json.dumps(_visible_strings(data), ensure_ascii=False, allow_nan=False, default=str)
     for char, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                       ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, esc)
     return text
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script: ``'sha256-<base64 digest>'``."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _finalize(value: Any) -> Any:
+    """Every value the template prints: markup this package made is kept, text is made visible."""
+    from markupsafe import Markup
+
+    if value is None or isinstance(value, (Markup, bool, int, float)):
+        return value
+    return visible(value)
 
 
 def load_analysis(source: Any, **analyze_options: Any) -> Analysis:
@@ -149,7 +185,9 @@ def render_report(
         if sec:
             labels.update(sec["labels"])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=_finalize)
+    js = (_HERE / "static" / "report.js").read_text(encoding="utf-8")
     ok = main.successful
     context = {
         "title": title or Path(main.checkpoint).name or "spectra report",
@@ -158,13 +196,13 @@ def render_report(
         "analyses": analyses,
         "version": __version__,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "params": build.param_count(main),
-        "params_h": build.fmt(build.param_count(main)),
+        "params": findings.param_count(main),
+        "params_h": build.fmt(findings.param_count(main)),
         "n_layers": len(main.layers),
         "n_ok": len(ok),
         "options": _options(main.config),
-        "alerts": build.alerts(main, noise=noise, diff=diff),
-        "cards": build.cards(main, lrmap=lrmap, noise=noise, diff=diff),
+        "alerts": findings.alerts(main, noise=noise, diff=diff),
+        "cards": findings.cards(main, lrmap=lrmap, noise=noise, diff=diff),
         "metric": metric,
         "esd": sections.esd_section(main),
         "traj": traj,
@@ -173,10 +211,11 @@ def render_report(
         "diff": diff_sec,
         "columns": columns,
         "rows": rows,
-        "kinds": sorted({r.kind for r in main.layers}),
+        "kinds": build.kinds(main),
         "data_json": safe_json({"labels": labels}),
         "css": (_HERE / "static" / "report.css").read_text(encoding="utf-8"),
-        "js": (_HERE / "static" / "report.js").read_text(encoding="utf-8"),
+        "js": js,
+        "script_src": script_hash(js),
     }
     return env.get_template("report.html.j2").render(**context)
 

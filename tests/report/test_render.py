@@ -4,9 +4,13 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spectra.errors import ConfigError, FormatError
 from spectra.report import load_analysis, load_json, render_report, safe_json, write_report
+from spectra.report.render import script_hash
+from spectra.results import Analysis, LayerResult
 
 from .factories import EVIL, make_analysis, make_diff, make_lrmap, make_noise
 
@@ -41,7 +45,7 @@ def test_safe_json_escapes_markup_and_round_trips():
     data = {"name": EVIL, "q": 'a "b" & </script><!--', "ls": "\u2028"}
     text = safe_json(data)
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
-    assert json.loads(text) == data
+    assert json.loads(text) == dict(data, ls="\\u2028")  # round trips, with the separator made visible
 
 
 def test_report_has_every_section(analysis):
@@ -212,3 +216,44 @@ def test_markup_in_side_input_strings_is_text(analysis):
     html = render_report(analysis, lrmap=lrmap, noise=noise)
     page = _parse(html)
     assert "b" not in page.tags and "i" not in page.tags and page.tags.count("script") == 2
+
+
+#: Characters that must never reach the page raw: C0 (except tab/newline/CR), C1, bidi controls, separators.
+RAW_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _hostile_analysis(name: str, reason: str = "") -> Analysis:
+    layers = (LayerResult(name, name + ".weight", "linear", (8, 8), 1, alpha=1.5, warning="over-trained"),
+              LayerResult("fc", "fc.weight", "linear", (8, 8), 2, alpha=3.0),
+              LayerResult(name + "2", name + "2.weight", "linear", (2, 2), 2, status="skipped", reason=reason))
+    return Analysis(layers=layers, summary={}, config={"note": name}, checkpoint=name + ".safetensors", created="")
+
+
+def test_bidi_overrides_and_controls_show_visibly_in_the_page():
+    name = "enc\u202eoder.\x1b]0;x\x07layer\u2066.q\u200f"
+    a = _hostile_analysis(name, reason="bad\u202e\x9b")
+    lrmap = {"schema": "spectra.lrmap/1", "method": "m", "params": {}, "default": 1.0,
+             "layers": [{"name": name, "param": f"{name}.weight", "depth": 1, "metric": "alpha", "value": 3.0,
+                         "multiplier": 2.0}]}
+    html = render_report(a, lrmap=lrmap, title="t\u202eitle")
+    assert not RAW_UNSAFE.search(html)
+    assert "enc\\u202eoder.\\x1b]0;x\\x07layer\\u2066.q\\u200f" in html and "bad\\u202e\\x9b" in html
+    assert "t\\u202eitle" in html
+
+
+@settings(max_examples=12, deadline=None)
+@given(name=st.text(min_size=1, max_size=30))
+def test_any_layer_name_renders_safely(name):
+    html = render_report(_hostile_analysis(name, reason=name))
+    assert not RAW_UNSAFE.search(html)
+    assert html.count("<script") == 2  # the data blob and the page's own script, nothing injected
+
+
+def test_csp_names_the_pages_script_by_hash():
+    html = render_report(_hostile_analysis("fc0"))
+    import html as html_lib
+
+    csp = html_lib.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1))
+    assert "unsafe-inline" not in csp.split("script-src", 1)[1].split(";")[0]
+    js = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    assert script_hash(js) in csp
