@@ -35,7 +35,6 @@ __all__ = ["render_report", "write_report", "load_analysis", "load_json", "load_
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
-LRMAP_SCHEMA, NOISE_SCHEMA, DIFF_SCHEMA = "spectra.lrmap/1", "spectra.noise/1", "spectra.diff/1"
 
 
 def _visible_strings(data: Any) -> Any:
@@ -94,6 +93,7 @@ def load_analysis(source: Any, **analyze_options: Any) -> Analysis:
 
 
 def _side_types() -> dict[str, type]:
+    """The side inputs' result types by schema: LR map, noise, diff (imported when first needed)."""
     from ..diff import DiffResult
     from ..noise import NoiseResult
     from ..prescribe import LRMap
@@ -169,7 +169,7 @@ def render_report(
     analyses = [build.sanitize(a) for a in analyses]
     if not analyses:
         raise ConfigError("render_report needs at least one analysis")
-    lrmap, noise, diff = load_json(lrmap, LRMAP_SCHEMA), load_json(noise, NOISE_SCHEMA), load_json(diff, DIFF_SCHEMA)
+    lrmap, noise, diff = (load_json(value, schema) for value, schema in zip((lrmap, noise, diff), _side_types()))
     main = analyses[-1]
     style = sections.Style(main)
     metric = sections.metric_section(main, style)
