@@ -1,4 +1,4 @@
-"""Work that grows with the number of tensors must stay near-linear: a header of 200,000 tiny
+"""Work that grows with the number of tensors must stay near-linear: a header of 100,000 tiny
 tensors (the most a file may hold) used to spend hours in ``attach_vectors``. The fast version
 must pick exactly the layer the former scan picked."""
 
