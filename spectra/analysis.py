@@ -29,7 +29,7 @@ from ._device import check_device, resolve_device
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
 from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Interrupted
 from .results import Analysis, LayerResult
 
 __all__ = ["AnalyzeConfig", "analyze", "analyze_matrix", "summarize"]
@@ -38,6 +38,8 @@ _log = logging.getLogger(__name__)
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "fp64": torch.float64, "fp32": torch.float32,
            "double": torch.float64, "float": torch.float32}
 ProgressFn = Callable[[int, int, str], None]
+#: Most bootstrap refits per layer: each draws n_boot x n indices at once (10,000 x 4096 is 330 MB).
+MAX_BOOTSTRAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,10 @@ class AnalyzeConfig:
             raise ConfigError(f"min_evals must be >= 2, got {self.min_evals}")
         if self.max_evals is not None and self.max_evals < self.min_evals:
             raise ConfigError(f"max_evals ({self.max_evals}) is below min_evals ({self.min_evals})")
-        if self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(f"bootstrap must be between 0 and {MAX_BOOTSTRAP:,} refits, got {self.bootstrap:,}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"ci_level must be in (0, 1), got {self.ci_level}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -259,6 +263,11 @@ def analyze(
         :class:`~spectra.results.Analysis` with one record per matrix (expert stacks give one per
         expert) and eigenvalues in ``.evals``.
 
+    Raises:
+        :class:`~spectra.errors.Interrupted` on Ctrl-C, carrying the partial Analysis: finished
+        layers as computed, the others ``skipped`` with the reason "not analysed: the run was
+        interrupted", and ``summary["partial"] = True``.
+
     >>> import torch
     >>> result = analyze({"fc.weight": torch.randn(64, 32), "fc.bias": torch.zeros(64)})
     >>> result.layers[0].name, result.layers[0].status, result.attached
@@ -321,33 +330,61 @@ def analyze(
                 evals_out[rec.name] = ev.cpu().numpy()
             pending.clear()
 
-        for done, spec in enumerate(specs, 1):
-            if spec.kind != "vector":
-                for job_or_record in _jobs(spec, ckpt, depths, tuple(owned.get(spec.name, ())), cfg):
-                    if isinstance(job_or_record, LayerResult):
-                        flush()
-                        records.append(job_or_record)
-                        continue
-                    job = job_or_record
-                    if pending and (tuple(pending[0].matrix.shape) != tuple(job.matrix.shape)
-                                    or len(pending) >= batch_size or job.matrix.dim() != 2):
-                        flush()
-                    pending.append(job)
-                    if job.matrix.dim() != 2 or batch_size == 1:
-                        flush()
-            if progress is not None:
-                progress(done, len(specs), spec.key)
-        flush()
+        interrupted = False
+        try:
+            for done, spec in enumerate(specs, 1):
+                if spec.kind != "vector":
+                    for job_or_record in _jobs(spec, ckpt, depths, tuple(owned.get(spec.name, ())), cfg):
+                        if isinstance(job_or_record, LayerResult):
+                            flush()
+                            records.append(job_or_record)
+                            continue
+                        job = job_or_record
+                        if pending and (tuple(pending[0].matrix.shape) != tuple(job.matrix.shape)
+                                        or len(pending) >= batch_size or job.matrix.dim() != 2):
+                            flush()
+                        pending.append(job)
+                        if job.matrix.dim() != 2 or batch_size == 1:
+                            flush()
+                if progress is not None:
+                    progress(done, len(specs), spec.key)
+            flush()
+        except KeyboardInterrupt:  # keep what was finished; every other layer is listed as not analysed
+            interrupted = True
+            records += _not_reached(layer_specs, depths, records, pending)
         checkpoint_name = ckpt.path
     elapsed = time.perf_counter() - started
     summary = summarize(records, attached, num_params, elapsed)
     config_dict = asdict(cfg)
     config_dict["device"] = str(device)
     config_dict["order"], config_dict["order_source"] = structure.order, structure.source
-    return Analysis(
+    result = Analysis(
         layers=tuple(records), summary=summary, config=config_dict, checkpoint=checkpoint_name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), attached=attached, evals=evals_out,
     )
+    if interrupted:
+        summary["partial"] = True
+        _log.info("interrupted: %d of %d layers analysed", summary["num_success"] + summary["num_failed"],
+                  len(layer_specs))
+        raise Interrupted(result) from None
+    return result
+
+
+INTERRUPTED = "not analysed: the run was interrupted"
+
+
+def _not_reached(specs: list[L.LayerSpec], depths: dict[str, int], records: list[LayerResult],
+                 pending: list[_Job]) -> list[LayerResult]:
+    """Skipped records for the matrices an interrupted run did not finish (never drop silently)."""
+    out = [LayerResult(**job.base, status="skipped", reason=INTERRUPTED) for job in pending]
+    pending.clear()
+    reached = {rec.param for rec in records} | {rec.param for rec in out}
+    for spec in specs:
+        if spec.key not in reached:
+            out.append(LayerResult(name=spec.name, param=spec.key, kind=spec.kind, shape=spec.shape,
+                                   depth=depths[spec.name], dtype=spec.dtype, status="skipped",
+                                   reason=INTERRUPTED if spec.is_layer else spec.reason))
+    return out
 
 
 def _jobs(spec: L.LayerSpec, ckpt, depths, owned: tuple[str, ...], cfg: AnalyzeConfig) -> Iterable[_Job | LayerResult]:

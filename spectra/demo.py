@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MissingExtraError
+from ._files import atomic_write
 from .results import Analysis
 
 __all__ = ["run_demo", "DemoResult", "Highlight", "highlights", "minilm_path", "open_command", "DEMO_METHOD",
@@ -167,7 +168,7 @@ def run_demo(
     lrmap = prescribe(analysis, method)
     lrmap.to_json(paths["lrmap"])
     html = render_report(analysis, lrmap=lrmap, title="all-MiniLM-L6-v2")
-    paths["report"].write_text(html, encoding="utf-8")
+    atomic_write(paths["report"], html)
     if screenshot:
         from .report.browser import screenshots
 

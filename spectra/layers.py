@@ -249,8 +249,28 @@ def attach_vectors(keys: Sequence[str], layer_names: Iterable[str], vectors: Ite
     ...                ["a.fc.bias", "a.ln.weight"])
     {'a.fc.bias': 'a.fc', 'a.ln.weight': 'a.fc'}
     """
+    import bisect
+
     layer_set = set(layer_names)
+    vectors = set(vectors)
     at = [module_name(k) if module_name(k) in layer_set else None for k in keys]
+    # positions of the layers under each module prefix ("" = every layer), in checkpoint order, so
+    # the nearest one before or after a vector is a binary search (a scan per vector was quadratic:
+    # minutes for a checkpoint of many small tensors)
+    under: dict[str, list[int]] = {}
+    for j, name in enumerate(at):
+        if name is not None:
+            parts = name.split(".")
+            for depth in range(len(parts)):
+                under.setdefault(".".join(parts[:depth]) + "." if depth else "", []).append(j)
+
+    def nearest(prefix: str, i: int) -> str | None:
+        found = under.get(prefix, ())
+        before, after = bisect.bisect_left(found, i), bisect.bisect_right(found, i)  # never the key itself
+        if before > 0:
+            return at[found[before - 1]]
+        return at[found[after]] if after < len(found) else None
+
     result: dict[str, str | None] = {}
     for i, key in enumerate(keys):
         if key not in vectors:
@@ -260,8 +280,5 @@ def attach_vectors(keys: Sequence[str], layer_names: Iterable[str], vectors: Ite
             result[key] = owner_mod
             continue
         parent = owner_mod.rsplit(".", 1)[0] + "." if "." in owner_mod else ""
-        back = [at[j] for j in range(i - 1, -1, -1) if at[j] is not None]
-        ahead = [at[j] for j in range(i + 1, len(keys)) if at[j] is not None]
-        same = [n for n in back + ahead if n.startswith(parent)]
-        result[key] = same[0] if same else (back[0] if back else (ahead[0] if ahead else None))
+        result[key] = nearest(parent, i) or nearest("", i)
     return result

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, progress_callback
+from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, progress_callback
 from ._views import render_analysis
 
 _FORMATS = (".json", ".csv", ".parquet")
@@ -37,16 +37,30 @@ def analyze_cmd(
 ) -> None:
     """Compute each weight matrix's spectrum, heavy-tail alpha and norm metrics."""
     from ..analysis import AnalyzeConfig, analyze
+    from ..errors import Interrupted
+
     to_stdout = is_stdout(out)
-    check_output(out, _FORMATS)
-    check_output(save_esd, (".npz",))
+    check_outputs({"--out": (out, _FORMATS), "--save-esd": (save_esd, (".npz",))}, inputs=[checkpoint])
     cfg = AnalyzeConfig(
         include=tuple(include or ()), exclude=tuple(exclude or ()), min_evals=min_evals, max_evals=max_evals,
         fit=fit, fix_fingers=fix_fingers, bootstrap=bootstrap, mp_fit=mp_fit, randomize=randomize,
         compare_distributions=compare, solver=solver, dtype=dtype, device=device, seed=seed,
     )
-    with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
-        result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
+    try:
+        with progress_callback("analyze", quiet=quiet or to_stdout) as on_progress:
+            result = analyze(checkpoint, cfg, trust_pickle=trust_pickle, progress=on_progress)
+    except Interrupted as stop:  # Ctrl-C: keep the finished layers, marked partial, then exit 130
+        if stop.partial is None or (out is None and save_esd is None):
+            raise
+        _write(stop.partial, out, save_esd, quiet=True)
+        done = stop.partial.summary["num_success"] + stop.partial.summary["num_failed"]
+        typer.echo(f"interrupted: wrote the {done} finished layers to {out or save_esd} (summary.partial = true)",
+                   err=True)
+        raise typer.Exit(130) from None
+    _write(result, out, save_esd, quiet=quiet)
+
+
+def _write(result, out: Optional[Path], save_esd: Optional[Path], *, quiet: bool) -> None:
     if save_esd is not None:
         written = result.save_esd(save_esd)
         if not quiet:

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, app, command, parse_pairs, progress_callback
+from ._app import DeviceOpt, QuietOpt, app, check_outputs, command, parse_pairs, progress_callback
 from ._help import HelpGroup
 from ._views import render_bench_summary, render_strategies
 
@@ -53,6 +53,8 @@ def strategies_cmd(
     task_names = _split(tasks)
     if not task_names:
         raise ConfigError("--tasks is empty; give at least one task")
+    check_outputs({"--out": (out, (".md",)), "the plot": (out.with_suffix(".png"), ()),
+                   "the run data": (out.with_suffix(".json"), ())})
     with progress_callback("bench strategies", quiet=quiet) as on_progress:
         result = run_strategies(task_names, _split(strategies) or None, seeds=seeds, epochs=epochs, target=target,
                                 device=device, task_args=per_task, threads=threads or None, progress=on_progress)

@@ -25,10 +25,9 @@ def demo_cmd(
     """
     from ..demo import open_command, run_demo
 
-    if out.exists() and not out.is_dir():
-        from ..errors import ConfigError
+    from .._files import check_output_dir
 
-        raise ConfigError(f"--out {out} is a file; the demo writes a directory")
+    check_output_dir(out)
     with progress_callback("analyze MiniLM", quiet=quiet) as on_progress:
         result = run_demo(out, method=method, screenshot=screenshot, progress=on_progress)
     if not quiet:

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, parse_pairs,
                    progress_callback)
 from ._views import render_diff
 
@@ -43,7 +43,7 @@ def diff_cmd(
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[a, b])
     built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if activations else None
     with progress_callback("diff", quiet=quiet or to_stdout) as on_progress:
         result = diff(a, b, topk=topk, alpha=not no_alpha, device=device, dtype=dtype, trust_pickle=trust_pickle,

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, parse_pairs,
                    progress_callback)
 from ._views import render_noise
 
@@ -34,7 +34,7 @@ def noise_cmd(
     from ..train.task import load_task
 
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[checkpoint])
     built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if task else None
     if from_optimizer:
         if checkpoint is None:

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, is_stdout, parse_pairs,
+from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, parse_pairs,
                    progress_callback)
 from ._views import render_lrmap, render_rules
 
@@ -48,7 +48,7 @@ def prescribe_cmd(
     options = parse_pairs(set_, "--set")
     options.update({k: v for k, v in (("min_ratio", min_ratio), ("max_ratio", max_ratio)) if v is not None})
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[source, noise, diff])
     analyze_options = {"dtype": dtype, "device": device, "trust_pickle": trust_pickle}
     if fit is not None:
         analyze_options["fit"] = fit

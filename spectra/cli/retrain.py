@@ -37,6 +37,7 @@ def retrain_cmd(
 
     Example: spectra retrain --task digits --optimizer dals --epochs 5 --out runs/digits-dals
     """
+    from .._files import check_output_dir
     from ..errors import ConfigError
     from ..train.loop import retrain
 
@@ -46,6 +47,7 @@ def retrain_cmd(
     if task is None:
         raise ConfigError("choose a task with --task NAME (`spectra retrain --list` shows the built-ins)")
     run_dir = out if out is not None else Path("runs") / f"{task.replace(':', '_').replace('/', '_')}-{optimizer}-s{seed}"
+    check_output_dir(run_dir)
     with progress_callback(f"{task} / {optimizer}", quiet=quiet) as on_progress:
         result = retrain(
             task, optimizer, epochs=epochs, lr=lr, weight_decay=weight_decay, lrmap=lrmap, device=device,

@@ -23,15 +23,19 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..results import Analysis, LayerResult, check_schema, read_json
+from ..results import Analysis, LayerResult, read_json
 from .lrmap import LayerEntry, LRMap
 from .registry import NORMS, Decision, LayerRow, RuleInfo, get_rule, run_rule
 
 __all__ = ["prescribe", "rows_from_analysis", "rows_from_noise", "rows_from_diff", "NORMALIZE", "REFERENCE_ANALYSIS",
            "parse_clip"]
+
+if TYPE_CHECKING:
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
 
 _logger = logging.getLogger(__name__)
 
@@ -39,9 +43,7 @@ NORMALIZE = ("none", "mean", "geomean")
 #: How the HT-SR rules analyse a checkpoint by default: as ``net_esd_estimator`` in their reference
 #: code does: ``torch.linalg.svdvals`` of the float32 weight, xmin at the median eigenvalue.
 REFERENCE_ANALYSIS = {"fit": "median", "dtype": "float32", "solver": "svd"}
-NOISE_SCHEMA = "spectra.noise/1"
-DIFF_SCHEMA = "spectra.diff/1"
-_NOT_METRICS = {"depth", "N", "M", "expert", "matrix_rank"}
+_NOT_METRICS = {"depth", "N", "M", "expert", "matrix_rank", "numel", "topk"}
 
 
 def analysis_metrics() -> list[str]:
@@ -101,89 +103,86 @@ def rows_from_analysis(analysis: Analysis, metric: str) -> list[LayerRow]:
     return rows
 
 
-def _records(data: Mapping[str, Any], schema: str, origin: str) -> list[Mapping[str, Any]]:
-    check_schema(data, schema, origin)
-    layers = data.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(r, Mapping) and "name" in r for r in layers):
-        raise ConfigError(f"{origin}: 'layers' must be a list of records with a 'name'")
-    return layers
+def _numeric_fields(record_type: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(record_type)
+            if f.type in ("float", "int | None") and f.name not in _NOT_METRICS]
 
 
-def _value(rec: Mapping[str, Any], metric: str) -> float:
-    value = rec.get(metric)
-    try:
-        return math.nan if value is None else float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _check_metric(record_type: type, metric: str, origin: str) -> None:
+    valid = _numeric_fields(record_type)
+    if metric not in valid:
+        raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(valid)}")
 
 
-def _check_metric(records: list[Mapping[str, Any]], metric: str, origin: str) -> None:
-    if records and not any(metric in rec for rec in records):
-        numeric = sorted({k for rec in records for k, v in rec.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "depth"})
-        raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(numeric)}")
+def rows_from_noise(noise: "NoiseResult | Mapping[str, Any]", metric: str, *,
+                    origin: str = "noise file") -> list[LayerRow]:
+    """Rows from a :class:`~spectra.noise.NoiseResult` (or its dict); the weight is the first
+    ``*.weight`` in a layer's ``params``."""
+    from ..noise import LayerNoise, NoiseResult
 
-
-def rows_from_noise(data: Mapping[str, Any], metric: str, *, origin: str = "noise file") -> list[LayerRow]:
-    """Rows from a ``spectra.noise/1`` record set; the weight is the first ``*.weight`` in ``params``."""
-    records = _records(data, NOISE_SCHEMA, origin)
-    _check_metric(records, metric, origin)
+    if not isinstance(noise, NoiseResult):
+        noise = NoiseResult.from_dict(noise, origin=origin)
+    _check_metric(LayerNoise, metric, origin)
     rows = []
-    for rec in records:
-        params = [str(p) for p in rec.get("params") or ()]
-        weights = [p for p in params if p.endswith(".weight")]
-        param = weights[0] if weights else (params[0] if params else f"{rec['name']}.weight")
+    for rec in noise.layers:
+        weights = [p for p in rec.params if p.endswith(".weight")]
+        param = weights[0] if weights else (rec.params[0] if rec.params else f"{rec.name}.weight")
         rows.append(LayerRow(
-            name=str(rec["name"]), param=param, depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")),
-            value=_value(rec, metric), status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
-            attached=tuple(p for p in params if p != param),
+            name=rec.name, param=param, depth=rec.depth, kind=rec.kind, value=float(getattr(rec, metric)),
+            status=rec.status, reason=rec.reason, attached=tuple(p for p in rec.params if p != param),
         ))
     return rows
 
 
-def rows_from_diff(data: Mapping[str, Any], metric: str, *, origin: str = "diff file",
+def rows_from_diff(diff: "DiffResult | Mapping[str, Any]", metric: str, *, origin: str = "diff file",
                    analysis: Analysis | None = None) -> list[LayerRow]:
-    """Rows from a ``spectra.diff/1`` record set; attached params come from ``analysis`` if given."""
-    records = _records(data, DIFF_SCHEMA, origin)
-    _check_metric(records, metric, origin)
+    """Rows from a :class:`~spectra.diff.DiffResult` (or its dict); attached params come from
+    ``analysis`` if given."""
+    from ..diff import DiffResult, LayerDiff
+
+    if not isinstance(diff, DiffResult):
+        diff = DiffResult.from_dict(diff, origin=origin)
+    _check_metric(LayerDiff, metric, origin)
     attached = _attached_by_layer(analysis) if analysis is not None else {}
     return [LayerRow(
-        name=str(rec["name"]), param=str(rec.get("param") or f"{rec['name']}.weight"),
-        depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")), value=_value(rec, metric),
-        status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
-        attached=tuple(attached.get(str(rec["name"]), ())),
-    ) for rec in records if rec.get("kind") != "buffer"]
+        name=rec.name, param=rec.param or f"{rec.name}.weight", depth=rec.depth, kind=rec.kind,
+        value=float(getattr(rec, metric)), status=rec.status, reason=rec.reason,
+        attached=tuple(attached.get(rec.name, ())),
+    ) for rec in diff.layers if rec.kind != "buffer"]
 
 
 # --------------------------------------------------------------------- inputs
 
 
-def _load_side(value: Any, schema: str, what: str) -> tuple[Mapping[str, Any] | None, str]:
+def _load_side(value: Any, cls: type, what: str) -> tuple[Any, str]:
+    """A noise or diff input as its typed result: a result object, a dict or a file path."""
     if value is None:
         return None, ""
-    if hasattr(value, "to_dict") and not isinstance(value, Mapping):  # a NoiseResult / diff result object
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        check_schema(value, schema, what)
+    if isinstance(value, cls):
         return value, what
-    data = read_json(value)
-    check_schema(data, schema, str(value))
-    return data, str(value)
+    if isinstance(value, Mapping):
+        return cls.from_dict(value, origin=what), what
+    return cls.from_json(value), str(value)
 
 
 def _load_analysis(source: Any, analyze_options: Mapping[str, Any]) -> tuple[Analysis | None, str, dict]:
-    """``(analysis, description, side files found in source)`` for whatever ``source`` is."""
+    """``(analysis, description, side inputs found in source)`` for whatever ``source`` is."""
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
+
     if source is None:
         return None, "", {}
     if isinstance(source, Analysis):
         return source, source.checkpoint or "analysis", {}
+    if isinstance(source, (NoiseResult, DiffResult)):
+        key = "noise" if isinstance(source, NoiseResult) else "diff"
+        return None, "", {key: source, f"{key}_origin": key}
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".json":
         data = read_json(source)
-        schema = str(data.get("schema", ""))
-        if schema.startswith("spectra.noise/"):
-            return None, "", {"noise": data, "noise_origin": str(source)}
-        if schema.startswith("spectra.diff/"):
-            return None, "", {"diff": data, "diff_origin": str(source)}
+        family = str(data.get("schema", "")).partition("/")[0]
+        for key, cls in (("noise", NoiseResult), ("diff", DiffResult)):
+            if family == cls.schema.partition("/")[0]:
+                return None, "", {key: cls.from_dict(data, origin=str(source)), f"{key}_origin": str(source)}
         return Analysis.from_dict(data, origin=str(source)), str(source), {}
     from ..analysis import analyze  # a checkpoint (path, state dict or module): analyse it first
 
@@ -268,10 +267,13 @@ def prescribe(
         for key, value in REFERENCE_ANALYSIS.items():
             analyze_options.setdefault(key, value)
     analysis, described, side = _load_analysis(source, analyze_options)
-    for key, value, schema in (("noise", noise, NOISE_SCHEMA), ("diff", diff, DIFF_SCHEMA)):
-        data, origin = _load_side(value, schema, key)
-        if data is not None:
-            side[key], side[f"{key}_origin"] = data, origin
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
+
+    for key, value, cls in (("noise", noise, NoiseResult), ("diff", diff, DiffResult)):
+        result, origin = _load_side(value, cls, key)
+        if result is not None:
+            side[key], side[f"{key}_origin"] = result, origin
     rows = _rows_for(info, metric, analysis, side)
     decisions = run_rule(info, rows, rule_options, metric)
     multipliers = _finish(rows, decisions, normalize, bounds)

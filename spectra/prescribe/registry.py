@@ -125,8 +125,35 @@ class RuleInfo:
             raise ConfigError(f"option {', '.join(unknown)} does not apply to rule {self.name!r} "
                               f"(its options: {valid})")
         resolved = dict(self.defaults)
-        resolved.update(options)
+        resolved.update({k: _coerce(self.name, k, v, self.defaults[k]) for k, v in options.items()})
         return resolved
+
+
+def _coerce(rule: str, name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the option's default (a ``None`` default takes a number or None);
+    anything else is a :class:`ConfigError` naming the option (``--set eigs_thresh=abc``)."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"option {name} of rule {rule!r} must be {what}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            raise bad("an integer")
+        return value
+    if isinstance(default, float) or default is None:
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")
+    return value
 
 
 _REGISTRY: dict[str, RuleInfo] = {}

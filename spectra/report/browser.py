@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..errors import SpectraError
 
 __all__ = ["find_chromium", "Chromium", "Page", "BrowserError", "screenshot", "screenshots"]
@@ -221,7 +222,7 @@ class Page:
         data = self.browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False},
                                  session=self.session)["data"]
         path = Path(path)
-        path.write_bytes(base64.b64decode(data))
+        atomic_write(path, base64.b64decode(data))
         return path
 
 

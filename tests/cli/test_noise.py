@@ -73,7 +73,8 @@ def test_errors_are_one_line_exit_2(tmp_path):
         ["noise", "--task", TASK, "--batches", "0"],
         ["noise", "--from-optimizer"],
         ["noise", "--from-optimizer", "--checkpoint", str(tmp_path / "missing.pt")],
-        ["noise", "--task", TASK, "-o", str(tmp_path / "no" / "dir.json")],
+        ["noise", "--task", TASK, "-o", str(tmp_path / "noise.txt")],
+        ["noise", "--task", TASK, "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "c.pt")],
     ]
     for args in cases:
         res = runner.invoke(app, args)

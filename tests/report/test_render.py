@@ -173,15 +173,19 @@ def test_esd_grid_is_capped(analysis):
 
 
 def test_crafted_analysis_json_with_wrong_types(tmp_path):
-    """Numbers replaced by markup in a hand-edited analysis file: rendered as text, never as HTML."""
+    """Numbers replaced by markup in a hand-edited analysis file: refused by the reader, naming the
+    field; markup where text is allowed (config, summary) is rendered as text, never as HTML."""
     a = make_analysis(blocks=1)
     data = a.to_dict()
     bad = '<img src=x onerror="alert(3)">'
-    rec = data["layers"][1]
-    rec.update(depth=bad, alpha=bad, num_pl_spikes=bad, num_traps=bad, N=bad, shape=[bad, 3], xmin=bad)
+    path = tmp_path / "analysis.json"
+    for field, value in (("depth", bad), ("alpha", bad), ("num_pl_spikes", bad), ("N", bad), ("shape", [bad, 3])):
+        rec = dict(data["layers"][1], **{field: value})
+        path.write_text(json.dumps(dict(data, layers=[data["layers"][0], rec])))
+        with pytest.raises(FormatError, match=rf"layers\[1\] \('{rec['name']}'\)\.{field}"):
+            load_analysis(path)
     data["config"] = {bad: bad}
     data["summary"] = {"num_params": bad}
-    path = tmp_path / "analysis.json"
     path.write_text(json.dumps(data))
     html = render_report(load_analysis(path))
     page = _parse(html)
@@ -189,13 +193,26 @@ def test_crafted_analysis_json_with_wrong_types(tmp_path):
     assert bad in "".join(page.text)
 
 
-def test_crafted_side_inputs_do_not_break_the_page(analysis):
+@pytest.mark.parametrize("side, change, field", [
+    ("lrmap", {"options": ["not", "a", "dict"]}, r"options must be an object"),
+    ("lrmap", {"layers": ["junk", 3]}, r"layers\[0\] must be an object"),
+    ("lrmap", {"layers": [{"name": "<b>", "param": "p", "depth": "<b>", "metric": "a", "value": 1, "multiplier": 1}]},
+     r"layers\[0\] \('<b>'\)\.depth must be an integer"),
+    ("noise", {"layers": [None]}, r"layers\[0\] must be an object, got null"),
+    ("noise", {"summary": "<script>"}, r"summary must be an object"),
+])
+def test_crafted_side_inputs_are_refused_naming_the_field(analysis, side, change, field):
+    data = (make_lrmap if side == "lrmap" else make_noise)(analysis) | change
+    with pytest.raises(FormatError, match=field):
+        render_report(analysis, **{side: data})
+
+
+def test_markup_in_side_input_strings_is_text(analysis):
     lrmap = make_lrmap(analysis)
-    lrmap.update(options=["not", "a", "dict"], layers=lrmap["layers"] + ["junk", 3])
-    lrmap["layers"][0] = dict(lrmap["layers"][0], depth="<b>", multiplier="<i>x</i>")
+    lrmap["layers"][0] = dict(lrmap["layers"][0], reason="<i>x</i>", metric="<b>m</b>")
+    lrmap["method"] = "<b>rule</b>"
     noise = make_noise(analysis)
-    noise["layers"].append(None)
-    noise["summary"] = "<script>"
+    noise["summary"] = {"b_simple": "<script>alert(1)</script>"}
     html = render_report(analysis, lrmap=lrmap, noise=noise)
     page = _parse(html)
     assert "b" not in page.tags and "i" not in page.tags and page.tags.count("script") == 2
@@ -216,7 +233,8 @@ def test_bidi_overrides_and_controls_show_visibly_in_the_page():
     name = "enc\u202eoder.\x1b]0;x\x07layer\u2066.q\u200f"
     a = _hostile_analysis(name, reason="bad\u202e\x9b")
     lrmap = {"schema": "spectra.lrmap/1", "method": "m", "params": {}, "default": 1.0,
-             "layers": [{"name": name, "depth": 1, "multiplier": 2.0}]}
+             "layers": [{"name": name, "param": f"{name}.weight", "depth": 1, "metric": "alpha", "value": 3.0,
+                         "multiplier": 2.0}]}
     html = render_report(a, lrmap=lrmap, title="t\u202eitle")
     assert not RAW_UNSAFE.search(html)
     assert "enc\\u202eoder.\\x1b]0;x\\x07layer\\u2066.q\\u200f" in html and "bad\\u202e\\x9b" in html
