@@ -158,7 +158,9 @@ def worker(tool: str, path: str, out: str) -> None:
     after = _proc_status()
     record = {"tool": tool, "analysis_s": elapsed, "alphas": alphas, "rows": rows,
               "hwm_before_analysis_kib": before.get("VmHWM"), "status_after": after, "sampled_peaks": peaks}
-    Path(out).write_text(json.dumps(record), encoding="utf-8")
+    from spectra._files import atomic_write  # after the measurement: not part of either tool's memory
+
+    atomic_write(out, json.dumps(record))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -231,8 +233,10 @@ def write_llama(directory: Path, hidden: int, blocks: int, seed: int = 0) -> Pat
         for norm in ("input_layernorm", "post_attention_layernorm"):
             tensors[f"{prefix}{norm}.weight"] = 1.0 + 0.05 * torch.randn(hidden, generator=gen)
     tensors["model.norm.weight"] = 1.0 + 0.05 * torch.randn(hidden, generator=gen)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    from spectra._files import atomic_path
+
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     return directory
 
 
@@ -450,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     report = render(results, meta, args.rel_tol)
     print(report)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report, encoding="utf-8")
+        from spectra._files import atomic_write
+
+        atomic_write(out, report)
         log(f"wrote {out}")
     return 0
 

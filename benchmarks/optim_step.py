@@ -25,6 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402  (shared by the scripts in benchmarks/)
 
+from spectra._files import atomic_write  # noqa: E402
 from spectra.optim import DALS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += ["Machine:", "", describe(), f"- torch {torch.__version__}, command: "
               f"`python benchmarks/optim_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(), ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write(args.out, "\n".join(lines))
     print(f"wrote {args.out}")
     return 0
 

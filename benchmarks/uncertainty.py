@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402  (shared by the scripts in benchmarks/)
 
+from spectra._files import atomic_write  # noqa: E402
 from spectra.core.noise import GradientNoise  # noqa: E402
 from spectra.core.powerlaw import FITS, bootstrap_alpha, bootstrap_interval, bootstrap_replicates  # noqa: E402
 
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        atomic_write(args.out, text)
         print(f"wrote {args.out}")
 
 

@@ -7,7 +7,8 @@ shaped tensors) is in memory at a time, so peak memory is set by the largest lay
 
 Every tensor key ends up somewhere: matrices as layer records (``success``, ``failed`` with a reason,
 or ``skipped`` with a reason), vectors (biases, norm weights) in ``Analysis.attached`` under the layer
-they belong to.
+they belong to, buffers as ``skipped`` records with the reason ``buffer``. Records follow model order
+(:func:`spectra.structure.describe`; ``config["order"]`` says where it came from).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ._seeding import stream
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
 from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law, interval_warning
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Interrupted
 from .results import Analysis, LayerResult
 
 __all__ = ["AnalyzeConfig", "analyze", "analyze_matrix", "summarize"]
@@ -38,6 +39,8 @@ _log = logging.getLogger(__name__)
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "fp64": torch.float64, "fp32": torch.float32,
            "double": torch.float64, "float": torch.float32}
 ProgressFn = Callable[[int, int, str], None]
+#: Most bootstrap refits per layer: each draws n_boot x n indices at once (10,000 x 4096 is 330 MB).
+MAX_BOOTSTRAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,10 @@ class AnalyzeConfig:
             raise ConfigError(f"min_evals must be >= 2, got {self.min_evals}")
         if self.max_evals is not None and self.max_evals < self.min_evals:
             raise ConfigError(f"max_evals ({self.max_evals}) is below min_evals ({self.min_evals})")
-        if self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(f"bootstrap must be between 0 and {MAX_BOOTSTRAP:,} refits, got {self.bootstrap:,}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"ci_level must be in (0, 1), got {self.ci_level}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -163,8 +168,9 @@ def analyze_matrix(
     if not ev.size or lmax <= 0:
         return LayerResult(**record, status="failed", reason="all eigenvalues are zero (a zero matrix)")
     rank = int(np.count_nonzero(ev > rank_tolerance(lmax, N, M, cfg.torch_dtype, cfg.solver)))
-    fit = fit_power_law(ev, method=cfg.fit, fix_fingers=cfg.fix_fingers, max_fingers=cfg.max_fingers,
-                        finger_thresh=cfg.finger_thresh)
+    # float32 eigenvalues reach the fit as float32: the median fit then computes as its reference does
+    fit = fit_power_law(evals.detach().cpu().numpy(), method=cfg.fit, fix_fingers=cfg.fix_fingers,
+                        max_fingers=cfg.max_fingers, finger_thresh=cfg.finger_thresh)
     record.update(norm_metrics(ev, fit.alpha if fit.ok else math.nan))
     record.update(matrix_rank=rank, entropy=matrix_entropy(ev, rank))
     if fit.ok:
@@ -261,12 +267,18 @@ def analyze(
         :class:`~spectra.results.Analysis` with one record per matrix (expert stacks give one per
         expert) and eigenvalues in ``.evals``.
 
+    Raises:
+        :class:`~spectra.errors.Interrupted` on Ctrl-C, carrying the partial Analysis: finished
+        layers as computed, the others ``skipped`` with the reason "not analysed: the run was
+        interrupted", and ``summary["partial"] = True``.
+
     >>> import torch
     >>> result = analyze({"fc.weight": torch.randn(64, 32), "fc.bias": torch.zeros(64)})
     >>> result.layers[0].name, result.layers[0].status, result.attached
     ('fc', 'success', {'fc.bias': 'fc'})
     """
     from .io import open_checkpoint
+    from .structure import describe
 
     cfg = config if config is not None else AnalyzeConfig(**options)
     if config is not None and options:
@@ -275,8 +287,10 @@ def analyze(
     batch_size = cfg.batch_size or (16 if device.type == "cuda" else 1)
     started = time.perf_counter()
     with open_checkpoint(source, trust_pickle=trust_pickle) as ckpt:
-        keys = list(ckpt.keys())
-        specs = [L.classify(k, info.shape, info.dtype) for k, info in ((k, ckpt.info(k)) for k in keys)]
+        structure = describe(ckpt)
+        keys = list(structure.keys)
+        specs = [L.classify(k, info.shape, info.dtype, buffer=structure.is_buffer(k),
+                            module_kind=structure.module_kind(k)) for k, info in ((k, ckpt.info(k)) for k in keys)]
         layer_specs = [s for s in specs if s.kind != "vector"]
         depths = L.assign_depths([s.name for s in layer_specs], [s.kind for s in layer_specs])
         analysable = {s.name for s in layer_specs if s.is_layer}
@@ -285,7 +299,7 @@ def analyze(
         owned: dict[str, list[str]] = {}  # layer name -> its vector keys, inverted once
         for key, owner in attached.items():
             owned.setdefault(owner, []).append(key)
-        num_params = sum(math.prod(s.shape) for s in specs)
+        num_params = sum(math.prod(s.shape) for s in specs if s.kind != "buffer")
         records: list[LayerResult] = []
         evals_out: dict[str, np.ndarray] = {}
         pending: list[_Job] = []
@@ -319,32 +333,61 @@ def analyze(
                 evals_out[rec.name] = ev.cpu().numpy()
             pending.clear()
 
-        for done, spec in enumerate(specs, 1):
-            if spec.kind != "vector":
-                for job_or_record in _jobs(spec, ckpt, depths, tuple(owned.get(spec.name, ())), cfg):
-                    if isinstance(job_or_record, LayerResult):
-                        flush()
-                        records.append(job_or_record)
-                        continue
-                    job = job_or_record
-                    if pending and (tuple(pending[0].matrix.shape) != tuple(job.matrix.shape)
-                                    or len(pending) >= batch_size or job.matrix.dim() != 2):
-                        flush()
-                    pending.append(job)
-                    if job.matrix.dim() != 2 or batch_size == 1:
-                        flush()
-            if progress is not None:
-                progress(done, len(specs), spec.key)
-        flush()
+        interrupted = False
+        try:
+            for done, spec in enumerate(specs, 1):
+                if spec.kind != "vector":
+                    for job_or_record in _jobs(spec, ckpt, depths, tuple(owned.get(spec.name, ())), cfg):
+                        if isinstance(job_or_record, LayerResult):
+                            flush()
+                            records.append(job_or_record)
+                            continue
+                        job = job_or_record
+                        if pending and (tuple(pending[0].matrix.shape) != tuple(job.matrix.shape)
+                                        or len(pending) >= batch_size or job.matrix.dim() != 2):
+                            flush()
+                        pending.append(job)
+                        if job.matrix.dim() != 2 or batch_size == 1:
+                            flush()
+                if progress is not None:
+                    progress(done, len(specs), spec.key)
+            flush()
+        except KeyboardInterrupt:  # keep what was finished; every other layer is listed as not analysed
+            interrupted = True
+            records += _not_reached(layer_specs, depths, records, pending)
         checkpoint_name = ckpt.path
     elapsed = time.perf_counter() - started
     summary = summarize(records, attached, num_params, elapsed)
     config_dict = asdict(cfg)
     config_dict["device"] = str(device)
-    return Analysis(
+    config_dict["order"], config_dict["order_source"] = structure.order, structure.source
+    result = Analysis(
         layers=tuple(records), summary=summary, config=config_dict, checkpoint=checkpoint_name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), attached=attached, evals=evals_out,
     )
+    if interrupted:
+        summary["partial"] = True
+        _log.info("interrupted: %d of %d layers analysed", summary["num_success"] + summary["num_failed"],
+                  len(layer_specs))
+        raise Interrupted(result) from None
+    return result
+
+
+INTERRUPTED = "not analysed: the run was interrupted"
+
+
+def _not_reached(specs: list[L.LayerSpec], depths: dict[str, int], records: list[LayerResult],
+                 pending: list[_Job]) -> list[LayerResult]:
+    """Skipped records for the matrices an interrupted run did not finish (never drop silently)."""
+    out = [LayerResult(**job.base, status="skipped", reason=INTERRUPTED) for job in pending]
+    pending.clear()
+    reached = {rec.param for rec in records} | {rec.param for rec in out}
+    for spec in specs:
+        if spec.key not in reached:
+            out.append(LayerResult(name=spec.name, param=spec.key, kind=spec.kind, shape=spec.shape,
+                                   depth=depths[spec.name], dtype=spec.dtype, status="skipped",
+                                   reason=INTERRUPTED if spec.is_layer else spec.reason))
+    return out
 
 
 def _jobs(spec: L.LayerSpec, ckpt, depths, owned: tuple[str, ...], cfg: AnalyzeConfig) -> Iterable[_Job | LayerResult]:
@@ -365,6 +408,8 @@ def _jobs(spec: L.LayerSpec, ckpt, depths, owned: tuple[str, ...], cfg: AnalyzeC
         return
     for name, expert, mat, scale in L.matrices(spec, tensor):
         N, M = max(mat.shape[-2:]), min(mat.shape[-2:])
+        if scale != 1.0 and cfg.solver == "svd":  # the reference scales the kernel, not the eigenvalues
+            mat, scale = mat.to(cfg.torch_dtype) * math.sqrt(scale), 1.0
         n_evals = M * (mat.shape[0] if mat.dim() == 3 else 1)
         rec_base = dict(base, name=name, expert=expert, N=N, M=M)
         if n_evals < cfg.min_evals:
@@ -397,6 +442,7 @@ def summarize(records: Iterable[LayerResult], attached: dict, num_params: int, e
         "num_under_trained": sum(r.warning == "under-trained" for r in records),
         "num_over_trained": sum(r.warning == "over-trained" for r in records),
         "num_vectors": len(attached),
+        "num_buffers": sum(r.kind == "buffer" for r in records),
         "num_params": int(num_params),
         "seconds": round(elapsed, 3),
     }

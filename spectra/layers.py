@@ -12,7 +12,11 @@ state dicts, safetensors files and live ``nn.Module`` objects):
   same 0.5 scaling as conv2d (WeightWatcher mis-handles these; see research notes).
 * 0-D and 1-D tensors are not layers; they are attached to a layer (biases and norm weights follow
   the module they belong to, or the layer before them) so prescriptions can move them together.
-* Integer, boolean and quantized tensors are skipped with a reason.
+* Integer, boolean and quantized tensors are skipped with a reason; buffers (a causal mask, BatchNorm
+  statistics: :mod:`spectra.structure` says which tensors are buffers) are skipped with the reason
+  ``buffer``.
+* When the owning module is known (:mod:`spectra.structure`), its class decides between ``linear``
+  (``nn.Linear``, HF ``Conv1D``) and ``embedding`` (``nn.Embedding``) instead of the name.
 
 Depth: embeddings are depth 0, numbered blocks follow in order (``layers.2`` before ``layers.10``),
 anything after the last block (head, pooler, final norm's layer) is last.
@@ -28,6 +32,7 @@ import torch
 
 __all__ = [
     "LayerSpec",
+    "NOT_LAYERS",
     "natural_key",
     "module_name",
     "classify",
@@ -82,21 +87,38 @@ class LayerSpec:
 
     key: str
     name: str
-    kind: str  # linear | embedding | conv1d | conv2d | expert | vector | skipped
+    kind: str  # linear | embedding | conv1d | conv2d | expert | vector | buffer | skipped
     shape: tuple[int, ...]
     dtype: str
     reason: str = ""
 
     @property
     def is_layer(self) -> bool:
-        return self.kind not in ("vector", "skipped")
+        return self.kind not in NOT_LAYERS
 
 
-def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str) -> LayerSpec:
-    """Decide whether ``key`` is a layer, and of which kind, from its name, shape and dtype."""
+#: LayerSpec kinds that are not weight matrices.
+NOT_LAYERS = ("vector", "buffer", "skipped")
+
+
+def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str, *, buffer: bool = False,
+             module_kind: str = "") -> LayerSpec:
+    """Decide whether ``key`` is a layer, and of which kind, from its name, shape and dtype.
+
+    ``buffer``: the key is a buffer, not a parameter (skipped, reason ``buffer``). ``module_kind``:
+    the owning module's kind when known (:func:`spectra.structure.module_kind`); an ``embedding`` or
+    ``linear`` module decides a 2-D weight's kind over its name.
+
+    >>> classify("h.0.attn.bias", (1, 1, 8, 8), "float32", buffer=True).reason
+    'buffer'
+    >>> classify("encoder.relative_attention_bias.weight", (32, 8), "float32", module_kind="embedding").kind
+    'embedding'
+    """
     shape = tuple(int(s) for s in shape)
     dtype_name = str(dtype).replace("torch.", "")
     name = module_name(key)
+    if buffer:
+        return LayerSpec(key, name, "buffer", shape, dtype_name, "buffer")
     if len(shape) <= 1:
         return LayerSpec(key, name, "vector", shape, dtype_name)
     if not _is_float_dtype(dtype):
@@ -105,7 +127,10 @@ def classify(key: str, shape: Sequence[int], dtype: torch.dtype | str) -> LayerS
     if any(s == 0 for s in shape):
         return LayerSpec(key, name, "skipped", shape, dtype_name, "empty tensor")
     if len(shape) == 2:
-        kind = "embedding" if EMBEDDING_PATTERN.search(name) else "linear"
+        if module_kind in ("embedding", "linear"):
+            kind = module_kind
+        else:
+            kind = "embedding" if EMBEDDING_PATTERN.search(name) else "linear"
         return LayerSpec(key, name, kind, shape, dtype_name)
     if len(shape) == 3:
         kind = "expert" if EXPERT_PATTERN.search(key) else "conv1d"
@@ -224,8 +249,28 @@ def attach_vectors(keys: Sequence[str], layer_names: Iterable[str], vectors: Ite
     ...                ["a.fc.bias", "a.ln.weight"])
     {'a.fc.bias': 'a.fc', 'a.ln.weight': 'a.fc'}
     """
+    import bisect
+
     layer_set = set(layer_names)
+    vectors = set(vectors)
     at = [module_name(k) if module_name(k) in layer_set else None for k in keys]
+    # positions of the layers under each module prefix ("" = every layer), in checkpoint order, so
+    # the nearest one before or after a vector is a binary search (a scan per vector was quadratic:
+    # minutes for a checkpoint of many small tensors)
+    under: dict[str, list[int]] = {}
+    for j, name in enumerate(at):
+        if name is not None:
+            parts = name.split(".")
+            for depth in range(len(parts)):
+                under.setdefault(".".join(parts[:depth]) + "." if depth else "", []).append(j)
+
+    def nearest(prefix: str, i: int) -> str | None:
+        found = under.get(prefix, ())
+        before, after = bisect.bisect_left(found, i), bisect.bisect_right(found, i)  # never the key itself
+        if before > 0:
+            return at[found[before - 1]]
+        return at[found[after]] if after < len(found) else None
+
     result: dict[str, str | None] = {}
     for i, key in enumerate(keys):
         if key not in vectors:
@@ -235,8 +280,5 @@ def attach_vectors(keys: Sequence[str], layer_names: Iterable[str], vectors: Ite
             result[key] = owner_mod
             continue
         parent = owner_mod.rsplit(".", 1)[0] + "." if "." in owner_mod else ""
-        back = [at[j] for j in range(i - 1, -1, -1) if at[j] is not None]
-        ahead = [at[j] for j in range(i + 1, len(keys)) if at[j] is not None]
-        same = [n for n in back + ahead if n.startswith(parent)]
-        result[key] = same[0] if same else (back[0] if back else (ahead[0] if ahead else None))
+        result[key] = nearest(parent, i) or nearest("", i)
     return result

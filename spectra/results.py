@@ -1,52 +1,56 @@
-"""Frozen result records and the versioned ``spectra.analysis/1`` file format.
+"""Per-layer records, the versioned ``spectra.analysis/1`` file and its eigenvalue file.
 
 A :class:`LayerResult` is one analysed matrix (a Linear, an Embedding, a pooled convolution, one
 expert of a mixture-of-experts stack) or one tensor that was looked at and skipped. Missing numbers
 are ``NaN`` in Python and ``null`` in JSON, never ``-1``. Column names follow WeightWatcher where the
 meaning is the same, so a user can switch tools without relearning the table.
+
+Every versioned file type (this one, ``LRMap``, ``NoiseResult``, ``DiffResult``, the run files)
+is a :class:`~spectra.records.ResultFile`; this module re-exports that base and :func:`load`.
+Reading a file checks every field against its type and the rules given with ``checked``
+(alpha > 0, counts >= 0, ``alpha_ci`` a pair, ``status`` one of :data:`STATUSES`, ...).
+
+Eigenvalue files (``*.esd.npz``, :func:`load_esd`) are read without trusting the file.
+``numpy.load`` would inflate every member however small the file (a 2.9 MB deflate bomb became
+6.4 GB) and allocate whatever shape a member's header declares. Here the zip directory is read
+first: each member must be a ``.npy`` whose header declares a 1-D float array of exactly the bytes
+the member holds, and the declared sizes together may not exceed :data:`MAX_ESD_BYTES`. Members
+are then inflated one at a time, never past their declared size, so memory stays bounded by the
+limit whatever the file claims. No pickle is ever loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ._files import atomic_open, atomic_path
 from ._version import __version__
-from .errors import FormatError
+from .errors import ConfigError, FormatError
+from .records import (MAX_JSON_BYTES, NAN, Record, ResultFile, check_schema, checked, internal, jsonable, load,
+                      read_json, write_json)
 
-__all__ = ["LayerResult", "Analysis", "ANALYSIS_SCHEMA", "jsonable", "read_json", "write_json", "record_dict",
-           "record_kwargs"]
+__all__ = ["LayerResult", "Analysis", "ANALYSIS_SCHEMA", "STATUSES", "WARNINGS", "iter_ok", "load_esd", "save_esd",
+           "MAX_ESD_BYTES", "Record", "ResultFile", "checked", "internal", "load", "read_json", "write_json",
+           "check_schema", "jsonable", "MAX_JSON_BYTES"]
 
 ANALYSIS_SCHEMA = "spectra.analysis/1"
-NAN = float("nan")
 
 #: Status values a layer record can carry.
 STATUSES = ("success", "failed", "skipped")
 #: Warning labels (HT-SR): alpha < 2 over-trained, alpha > 6 under-trained.
 WARNINGS = ("", "under-trained", "over-trained")
-
-
-def record_dict(record: Any) -> dict[str, Any]:
-    """A frozen per-layer record as a JSON-ready dict (NaN and inf become null)."""
-    return {f.name: jsonable(getattr(record, f.name)) for f in dataclasses.fields(record)}
-
-
-def record_kwargs(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor arguments of the record ``cls`` from a JSON dict: fields it does not know are
-    ignored (files from a newer minor version still load) and a null float field becomes NaN."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    return {key: NAN if value is None and known[key].type == "float" else value
-            for key, value in data.items() if key in known}
+#: Largest total of uncompressed eigenvalue data read from one file (32 M float64 eigenvalues).
+MAX_ESD_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
-class LayerResult:
+class LayerResult(Record):
     """Spectral metrics of one weight matrix (see README "Analysis JSON" for every field).
 
     Eigenvalues are lambda = sigma^2 of the matrix as stored (no 1/N), so ``lambda_max`` equals the
@@ -56,90 +60,75 @@ class LayerResult:
     name: str
     param: str
     kind: str
-    shape: tuple[int, ...]
-    depth: int
-    N: int | None = None
-    M: int | None = None
-    Q: float = NAN
-    num_evals: int = 0
-    lambda_max: float = NAN
-    spectral_norm: float = NAN
-    norm: float = NAN
+    shape: tuple[int, ...] = checked(ge=0)
+    depth: int = checked(ge=0)
+    N: int | None = checked(None, ge=0)
+    M: int | None = checked(None, ge=0)
+    Q: float = checked(NAN, ge=0)
+    num_evals: int = checked(0, ge=0)
+    lambda_max: float = checked(NAN, ge=0)
+    spectral_norm: float = checked(NAN, ge=0)
+    norm: float = checked(NAN, ge=0)
     log_norm: float = NAN
     log_spectral_norm: float = NAN
-    stable_rank: float = NAN
-    entropy: float = NAN
-    matrix_rank: int | None = None
-    alpha: float = NAN
+    stable_rank: float = checked(NAN, ge=0)
+    entropy: float = checked(NAN, ge=0)
+    matrix_rank: int | None = checked(None, ge=0)
+    alpha: float = checked(NAN, gt=0)
     alpha_weighted: float = NAN
     log_alpha_norm: float = NAN
-    xmin: float = NAN
-    xmax: float = NAN
-    D: float = NAN
-    sigma: float = NAN
-    num_pl_spikes: int | None = None
-    status: str = "success"
+    xmin: float = checked(NAN, ge=0)
+    xmax: float = checked(NAN, ge=0)
+    D: float = checked(NAN, ge=0, le=1)
+    sigma: float = checked(NAN, ge=0)
+    num_pl_spikes: int | None = checked(None, ge=0)
+    status: str = checked("success", choices=STATUSES)
     reason: str = ""
-    warning: str = ""
+    warning: str = checked("", choices=WARNINGS)
     fit: str = ""
     dtype: str = ""
-    expert: int | None = None
+    expert: int | None = checked(None, ge=0)
     attached: tuple[str, ...] = ()
     # optional groups: bootstrap, fingers, Marchenko-Pastur, randomization, distribution comparison
-    alpha_ci: tuple[float, float] | None = None
+    alpha_ci: tuple[float, float] | None = checked(None, gt=0)
     alpha_ci_warning: str = ""
-    num_fingers: int | None = None
-    raw_alpha: float = NAN
-    sigma_mp: float = NAN
-    num_spikes: int | None = None
-    mp_softrank: float = NAN
-    bulk_min: float = NAN
-    bulk_max: float = NAN
-    rand_lambda_max: float = NAN
-    num_traps: int | None = None
-    rand_distance: float = NAN
+    num_fingers: int | None = checked(None, ge=0)
+    raw_alpha: float = checked(NAN, gt=0)
+    sigma_mp: float = checked(NAN, ge=0)
+    num_spikes: int | None = checked(None, ge=0)
+    mp_softrank: float = checked(NAN, ge=0)
+    bulk_min: float = checked(NAN, ge=0)
+    bulk_max: float = checked(NAN, ge=0)
+    rand_lambda_max: float = checked(NAN, ge=0)
+    num_traps: int | None = checked(None, ge=0)
+    rand_distance: float = checked(NAN, ge=0)
     compare: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
 
-    def to_dict(self) -> dict[str, Any]:
-        return record_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerResult":
-        kwargs = record_kwargs(cls, data)
-        for key in ("shape", "attached"):
-            if key in kwargs and kwargs[key] is not None:
-                kwargs[key] = tuple(kwargs[key])
-        if kwargs.get("alpha_ci") is not None:
-            try:
-                kwargs["alpha_ci"] = tuple(float(v) if v is not None else NAN for v in kwargs["alpha_ci"])
-            except (TypeError, ValueError):
-                raise FormatError(f"layer {data.get('name')!r}: alpha_ci must be two numbers") from None
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise FormatError(f"layer record is missing a required field: {exc}") from None
-
 
 @dataclass(frozen=True)
-class Analysis:
+class Analysis(ResultFile):
     """The result of :func:`spectra.analyze`: per-layer records, a summary and the run's settings.
 
     ``evals`` maps layer name to its sorted eigenvalues (float64 numpy). It is kept in memory for
     plotting and written separately with :meth:`save_esd`; the JSON file does not carry it.
+    An analysis stopped by Ctrl-C has ``summary["partial"] = True`` (see :attr:`partial`).
     """
 
+    schema = ANALYSIS_SCHEMA
+    json_order = ("checkpoint", "created", "config", "summary", "attached", "layers")
+
     layers: tuple[LayerResult, ...]
-    summary: Mapping[str, Any]
-    config: Mapping[str, Any]
-    checkpoint: str
-    created: str
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str = ""
+    created: str = ""
     spectra_version: str = __version__
     attached: Mapping[str, str | None] = field(default_factory=dict)
-    evals: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    evals: Mapping[str, np.ndarray] = internal()
 
     # ----------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -158,49 +147,17 @@ class Analysis:
     def successful(self) -> tuple[LayerResult, ...]:
         return tuple(rec for rec in self.layers if rec.ok)
 
-    # ------------------------------------------------------------ serialise
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": ANALYSIS_SCHEMA,
-            "spectra_version": self.spectra_version,
-            "checkpoint": self.checkpoint,
-            "created": self.created,
-            "config": jsonable(dict(self.config)),
-            "summary": jsonable(dict(self.summary)),
-            "attached": dict(self.attached),
-            "layers": [rec.to_dict() for rec in self.layers],
-        }
+    @property
+    def partial(self) -> bool:
+        """True when the run was interrupted: layers not reached are ``skipped`` with that reason."""
+        return bool(self.summary.get("partial", False))
 
-    def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
-        """Serialise to ``spectra.analysis/1`` JSON; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
-
+    # ------------------------------------------------------------ files
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "analysis") -> "Analysis":
-        check_schema(data, ANALYSIS_SCHEMA, origin)
-        try:
-            layers = tuple(LayerResult.from_dict(rec) for rec in data["layers"])
-            return cls(
-                layers=layers,
-                summary=dict(data.get("summary") or {}),
-                config=dict(data.get("config") or {}),
-                checkpoint=str(data.get("checkpoint", "")),
-                created=str(data.get("created", "")),
-                spectra_version=str(data.get("spectra_version", "")),
-                attached=dict(data.get("attached") or {}),
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise FormatError(f"{origin}: not a valid {ANALYSIS_SCHEMA} file ({exc})") from None
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "Analysis":
-        """Read an analysis JSON file (and its eigenvalues from a sibling ``*.esd.npz`` if present)."""
-        data = read_json(path)
+    def _from_file(cls, data: Mapping[str, Any], path: Path) -> "Analysis":
+        """The analysis, with eigenvalues from a sibling ``*.esd.npz`` if there is one."""
         analysis = cls.from_dict(data, origin=str(path))
-        esd = Path(path).with_suffix(".esd.npz")
+        esd = path.with_suffix(".esd.npz")
         if esd.is_file():
             analysis = dataclasses.replace(analysis, evals=load_esd(esd))
         return analysis
@@ -228,103 +185,93 @@ class Analysis:
         return pd.DataFrame(rows)
 
     def save(self, path: str | Path) -> Path:
-        """Write by extension: ``.json`` (the schema), ``.csv`` or ``.parquet`` (the table)."""
+        """Write by extension, atomically: ``.json`` (the schema), ``.csv`` or ``.parquet`` (the table)."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".json":
             self.to_json(path)
         elif suffix == ".csv":
-            self.to_frame().to_csv(path, index=False)
+            frame = self.to_frame()
+            with atomic_path(path) as tmp:
+                frame.to_csv(tmp, index=False)
         elif suffix == ".parquet":
+            frame = self.to_frame()
             try:
-                self.to_frame().to_parquet(path, index=False)
+                with atomic_path(path) as tmp:
+                    frame.to_parquet(tmp, index=False)
             except ImportError as exc:
-                from .errors import ConfigError
-
                 raise ConfigError(f"cannot write parquet ({exc}): pip install 'spectra-hts[parquet]', "
                                   "or use .json or .csv") from None
         else:
-            from .errors import ConfigError
-
             raise ConfigError(f"unknown output extension {suffix!r}: use .json, .csv or .parquet")
         return path
 
     def save_esd(self, path: str | Path) -> Path:
-        """Write every layer's eigenvalues to a compressed ``.npz`` keyed by layer name."""
-        path = Path(path)
-        np.savez_compressed(path, **{name: np.asarray(ev) for name, ev in self.evals.items()})
-        return path
-
-
-def load_esd(path: str | Path) -> dict[str, np.ndarray]:
-    """Read eigenvalues written by :meth:`Analysis.save_esd` (no pickle is ever loaded)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a spectra eigenvalue file ({exc})") from None
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def jsonable(value: Any) -> Any:
-    """Convert numpy scalars, tuples and NaN/inf to JSON-safe Python values (NaN -> None)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object, turning every failure into a one-line :class:`FormatError`."""
-    path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise FormatError(f"{path}: is a directory, expected a JSON file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise FormatError(f"{path}: not a text file") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def write_json(data: Mapping[str, Any], path: str | Path, *, indent: int | None = 1) -> Path:
-    """Write a JSON-safe version of ``data`` (NaN becomes null)."""
-    path = Path(path)
-    path.write_text(json.dumps(jsonable(data), indent=indent, allow_nan=False) + "\n", encoding="utf-8")
-    return path
-
-
-def check_schema(data: Mapping[str, Any], expected: str, origin: str) -> None:
-    """Raise :class:`FormatError` unless ``data['schema']`` is ``expected`` (same major version)."""
-    schema = data.get("schema")
-    if schema is None:
-        raise FormatError(f"{origin}: no 'schema' field; expected a {expected} file")
-    family, _, major = str(schema).partition("/")
-    exp_family, _, exp_major = expected.partition("/")
-    if family != exp_family:
-        raise FormatError(f"{origin}: is a {schema} file, expected {expected}")
-    if major != exp_major:
-        raise FormatError(f"{origin}: schema {schema} is not supported (this spectra reads {expected})")
+        """Write every layer's eigenvalues to a compressed ``.npz`` keyed by layer name (atomically)."""
+        return save_esd(self.evals, path)
 
 
 def iter_ok(layers: Iterable[LayerResult]) -> Iterable[LayerResult]:
     return (rec for rec in layers if rec.ok)
+
+
+# ----------------------------------------------------------------------------- eigenvalue files
+
+
+
+
+def save_esd(evals: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Write ``{layer name: eigenvalues}`` to a compressed ``.npz``, atomically."""
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **{name: np.asarray(ev) for name, ev in evals.items()})
+    return path
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    from numpy.lib import format as npy
+
+    where = f"{path}: member {info.filename!r}"
+    with zf.open(info) as fh:
+        try:
+            version = npy.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, EOFError) as exc:
+            raise FormatError(f"{where} is not a .npy array ({exc})") from None
+        if dtype.hasobject or dtype.kind != "f":
+            raise FormatError(f"{where} holds {dtype} values; eigenvalues are floating-point numbers")
+        if len(shape) != 1:
+            raise FormatError(f"{where} has shape {shape}; eigenvalues are a 1-D array")
+        expected = shape[0] * dtype.itemsize
+        if fh.tell() + expected != info.file_size:
+            raise FormatError(f"{where} declares {shape[0]:,} values but holds {info.file_size - fh.tell():,} bytes")
+        data = fh.read(expected)
+    if len(data) != expected:
+        raise FormatError(f"{where} is truncated")
+    return np.frombuffer(data, dtype=dtype).astype(np.float64)
+
+
+def load_esd(path: str | Path) -> dict[str, np.ndarray]:
+    """Read eigenvalues written by :func:`save_esd` (float64 arrays keyed by layer name)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names):
+                raise FormatError(f"{path}: the archive names a member twice")
+            bad = [n for n in names if not n.endswith(".npy")]
+            if bad:
+                raise FormatError(f"{path}: member {bad[0]!r} is not a .npy array; not a spectra eigenvalue file")
+            total = sum(i.file_size for i in infos)
+            if total > MAX_ESD_BYTES:
+                raise FormatError(f"{path}: members would inflate to {total:,} bytes, more than the "
+                                  f"{MAX_ESD_BYTES >> 20} MiB an eigenvalue file may hold")
+            return {i.filename[:-4]: _read_member(zf, i, path) for i in infos}
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise FormatError(f"{path}: not a spectra eigenvalue file ({exc})") from None

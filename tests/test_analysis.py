@@ -22,7 +22,7 @@ def test_every_key_is_accounted_for(tiny_state_dict):
     assert layer_keys | set(result.attached) == set(tiny_state_dict)
     assert not layer_keys & set(result.attached)
     skipped = {r.param: r.reason for r in result.layers if r.status == "skipped"}
-    assert "non-floating dtype int64" in skipped["embeddings.position_ids"]
+    assert skipped["embeddings.position_ids"] == "buffer"  # int64 position table: a buffer by name
     assert result.attached["encoder.layers.0.attention.q.bias"] == "encoder.layers.0.attention.q"
 
 
@@ -245,3 +245,75 @@ def test_non_finite_conv_and_batched_layers_are_skipped_others_kept():
     assert by["conv"].status == "skipped" and "1 non-finite" in by["conv"].reason
     assert by["b.1.w"].status == "skipped" and "1 non-finite" in by["b.1.w"].reason
     assert by["b.0.w"].status == "success" and by["b.2.w"].status == "success"
+
+
+# ------------------------------------------------------------------ model order and buffers
+
+
+def _formats(tmp_path, sd, config):
+    """The same weights as a torch .bin, a bare .safetensors and an HF directory with config.json."""
+    from safetensors.torch import save_file
+
+    from tests.checkpoints import write_hf_dir
+
+    (tmp_path / "bin").mkdir()
+    torch.save(sd, tmp_path / "bin" / "pytorch_model.bin")
+    (tmp_path / "st").mkdir()
+    save_file(dict(sd), str(tmp_path / "st" / "model.safetensors"))
+    return {"bin": tmp_path / "bin" / "pytorch_model.bin", "safetensors": tmp_path / "st" / "model.safetensors",
+            "hf": write_hf_dir(tmp_path / "hf", sd, config)}
+
+
+def test_layers_follow_model_order_in_every_format(tmp_path):
+    """BertModel's named_modules() order (query before key before value before attention.output),
+    not the alphabet, in the analysis, the LR map and the report's table, for .bin (insertion
+    order), bare .safetensors (canonical order) and an HF directory (config.json)."""
+    from spectra.prescribe import prescribe
+    from spectra.report.build import ordered
+    from tests.checkpoints import BERT_CONFIG, bert_state_dict
+
+    sd = bert_state_dict()
+    expected = [k.removesuffix(".weight") for k, t in sd.items() if t.dim() == 2]
+    assert expected != sorted(expected)
+    try:
+        import transformers  # noqa: F401
+        hf_order = "config"
+    except ImportError:
+        hf_order = "canonical"
+    for fmt, path in _formats(tmp_path, sd, BERT_CONFIG).items():
+        result = analyze(str(path))
+        assert [r.name for r in result.layers] == expected, fmt
+        assert result.config["order"] == {"bin": "stored", "safetensors": "canonical", "hf": hf_order}[fmt]
+        assert [e.name for e in prescribe(result, "tempbalance").layers] == expected
+        assert [r.name for r in ordered(result.layers)] == expected
+        assert list(result.to_frame()["name"]) == expected
+
+
+@pytest.mark.parametrize("where", ["state_dict", "bin", "hf"])
+def test_gpt2_causal_mask_buffers_are_not_fitted_counted_or_mapped(tmp_path, where):
+    """Older GPT-2 files carry ``h.N.attn.bias`` (1, 1, n, n) and ``h.N.attn.masked_bias``: buffers,
+    recognised by name and shape without a config and from the config's model with one."""
+    from spectra.prescribe import prescribe
+    from tests.checkpoints import GPT2_CONFIG, gpt2_state_dict, write_hf_dir
+
+    sd = gpt2_state_dict()
+    buffers = {k for k in sd if k.endswith((".attn.bias", ".attn.masked_bias"))}
+    assert len(buffers) == 4
+    if where == "bin":
+        torch.save(sd, tmp_path / "model.bin")
+        source = str(tmp_path / "model.bin")
+    else:
+        source = sd if where == "state_dict" else str(write_hf_dir(tmp_path / "hf", sd, GPT2_CONFIG))
+    result = analyze(source)
+    records = {r.param: r for r in result.layers}
+    for key in buffers:
+        assert (records[key].status, records[key].reason, records[key].kind) == ("skipped", "buffer", "buffer")
+    assert not any(r.kind == "conv2d" for r in result.layers)
+    assert result.summary["num_params"] == sum(t.numel() for k, t in sd.items() if k not in buffers)
+    assert result.summary["num_buffers"] == len(buffers)
+    assert not buffers & set(result.attached)
+    assert records["h.0.attn.c_attn.weight"].kind == "linear" and records["h.0.attn.c_attn.weight"].ok
+    for method in ("llr", "tempbalance", "alphadecay", "layer-decay"):
+        lrmap = prescribe(result, method)
+        assert not buffers & lrmap.keys(), method
+        assert not any(e.prescribed for e in lrmap.layers if e.param in buffers)

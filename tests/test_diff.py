@@ -278,3 +278,26 @@ def test_float32_working_precision_agrees():
             assert y.spectral_ratio == pytest.approx(x.spectral_ratio, rel=1e-3)
     with pytest.raises(ConfigError, match="--dtype"):
         diff(a, b, dtype="float16")
+
+
+def test_buffers_stay_out_of_the_diff():
+    """GPT-2's causal mask (``h.N.attn.bias``, (1, 1, n, n)) and ``masked_bias`` are buffers: a change
+    in them is no update of the model. Before, the mask was fitted as a conv2d layer and averaged
+    into ``rel_update_global``."""
+    from collections import OrderedDict
+
+    from tests.checkpoints import gpt2_state_dict
+
+    a = gpt2_state_dict()
+    b = OrderedDict((k, v.clone()) for k, v in a.items())
+    for key in b:
+        if key.endswith(".attn.bias"):
+            b[key] = torch.zeros_like(b[key])
+        elif key.endswith(".attn.masked_bias"):
+            b[key] = torch.tensor(5.0)
+    result = diff(a, b, alpha=False, device="cpu")
+    assert result.summary["rel_update_global"] == 0.0 and result.summary["rel_update_max"] == 0.0
+    skipped = {r.param: r.reason for r in result.layers if r.status == "skipped"}
+    assert skipped == {k: "buffer" for k in a if k.endswith((".attn.bias", ".attn.masked_bias"))}
+    assert not any(v["param"].endswith("masked_bias") for v in result.vectors)
+    assert [r.param for r in result.layers if r.status == "success"][:2] == ["wte.weight", "wpe.weight"]

@@ -2,23 +2,62 @@
 
 Command modules do ``from ._app import app, command`` and decorate their function with
 ``@command()``. The decorator is the one place where library errors become ``error: ...`` on stderr
-and exit code 2 (``--debug`` shows the traceback instead).
+and exit code 2 (``--debug`` shows the traceback instead); :class:`SpectraGroup` does the same for
+Typer's own usage errors (a missing argument, a value that is not a number), which click would
+print as a five-line box. Every such message is one line: newlines are folded and control and
+bidi characters are shown as escapes. Warnings from the library go to stderr as ``warning: ...``,
+also with ``--quiet`` (they say the result is not what was asked for).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterable, Mapping, Optional
 
 import typer
 
 from .._version import __version__
+from .._visible import one_line
 from ..errors import SpectraError
+from ._console import progress_bar, progress_callback, stderr_console, stdout_console  # noqa: F401 (re-exported)
+from ._help import HelpGroup, SpectraCommand
+
+#: Largest integer an option takes: torch and numpy work in int64.
+INT_LIMIT = 2**63 - 1
+# click's exceptions: the click package's, or those of the copy typer >= 0.20 vendors (typer._click)
+_CLICK_EXC = sys.modules[typer.BadParameter.__module__]
+
+
+class SpectraGroup(HelpGroup):
+    """The root command: click's usage errors become one ``error:`` line (exit 2), not a box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _setup_logging()
+        no_args = getattr(_CLICK_EXC, "NoArgsIsHelpError", ())
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except no_args as exc:  # bare `spectra` or `spectra bench`: the help (rich prints it itself)
+            text = exc.ctx.get_help()
+            if text:
+                typer.echo(text)
+            sys.exit(2)
+        except _CLICK_EXC.ClickException as exc:
+            where = getattr(getattr(exc, "ctx", None), "command_path", None)
+            hint = f" (see '{where} --help')" if isinstance(exc, _CLICK_EXC.UsageError) and where else ""
+            typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except (typer.Abort, getattr(_CLICK_EXC, "Abort", typer.Abort)):
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        if isinstance(code, int) and not isinstance(code, bool):  # an Exit raised inside a command
+            sys.exit(code)
+        return code
+
 
 app = typer.Typer(
     name="spectra",
@@ -27,6 +66,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SpectraGroup,
 )
 
 _state = {"debug": False}
@@ -35,7 +75,7 @@ _state = {"debug": False}
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (auto picks cuda when available).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Precision of the eigen-solver: float64 (exact, default) or float32.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table; errors still go to stderr.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice (bootstrap, shuffles, data).")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=INT_LIMIT, help="Seed for every random choice (bootstrap, shuffles, data).")]
 TrustPickleOpt = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow full pickle loading of torch files. Only for checkpoints you made yourself: unpickling can run code."),
@@ -55,12 +95,69 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
+    if debug:
+        logger = logging.getLogger("spectra")
+        logger.setLevel(logging.DEBUG)
+        for handler in logger.handlers:
+            if isinstance(handler, _StderrLines):
+                handler.setLevel(logging.DEBUG)
+
+
+class _StderrLines(logging.Handler):
+    """``warning: message`` on the current ``sys.stderr`` (looked up per record: click swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower() if record.levelno >= logging.WARNING else record.name
+            sys.stderr.write(f"{level}: {one_line(record.getMessage())}\n")
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    """One ``_StderrLines`` handler on the ``spectra`` logger, at WARNING (``--debug``: DEBUG)."""
+    logger = logging.getLogger("spectra")
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrLines)), None)
+    if handler is None:
+        handler = _StderrLines()
+        logger.addHandler(handler)
+    handler.setLevel(logging.WARNING)
+    logger.setLevel(logging.NOTSET)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` (one line) on stderr and exit with ``code``."""
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
+
+
+@functools.lru_cache(maxsize=None)
+def _option_names(fn: Callable) -> dict[str, str]:
+    """Parameter name -> its ``--flag``, read from the ``typer.Option`` in each annotation."""
+    import typing
+
+    names = {}
+    for name, hint in typing.get_type_hints(fn, include_extras=True).items():
+        for meta in getattr(hint, "__metadata__", ()):
+            first = getattr(meta, "default", None)  # typer.Option("--lr", ...) keeps the flag here
+            decls = [first] if isinstance(first, str) else []
+            flags = [d for d in decls + list(getattr(meta, "param_decls", None) or ()) if d.startswith("--")]
+            if flags:
+                names[name] = flags[0]
+    return names
+
+
+def _check_numbers(fn: Callable, kwargs: Mapping[str, Any]) -> None:
+    """Every float option finite, every int option within int64 (torch raises bare errors past it)."""
+    from ..errors import ConfigError
+
+    names = _option_names(fn)
+    for key, value in kwargs.items():
+        option = names.get(key) or key
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{option} must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+            raise ConfigError(f"{option} {value} is out of range (at most {INT_LIMIT} in absolute value)")
 
 
 def guard(fn: Callable) -> Callable:
@@ -69,6 +166,7 @@ def guard(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def run(*a, **kw):
         try:
+            _check_numbers(fn, kw)
             return fn(*a, **kw)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -96,7 +194,7 @@ def command(*args, typer_app: typer.Typer | None = None, **kwargs) -> Callable:
     """``app.command`` (or ``typer_app.command`` for a sub-group) wrapped in :func:`guard`."""
 
     def wrap(fn: Callable) -> Callable:
-        return (typer_app or app).command(*args, **kwargs)(guard(fn))
+        return (typer_app or app).command(*args, cls=SpectraCommand, **kwargs)(guard(fn))
 
     return wrap
 
@@ -136,17 +234,38 @@ def is_stdout(out: Path | None) -> bool:
     return out is not None and str(out) == "-"
 
 
-def check_output(out: Path | None, suffixes: tuple[str, ...] = ()) -> None:
-    """Fail before any work when an output file cannot be written (nothing computed is lost)."""
-    from ..errors import ConfigError
+def input_files(*sources: Any) -> list[Path]:
+    """Every file the given inputs read: a file itself (a ``.json`` also its ``.esd.npz`` sibling), a
+    checkpoint directory's weight files, index and optimizer state."""
+    from ..errors import CheckpointError
+    from ..io.directory import resolve_directory
 
-    if out is None or is_stdout(out):
-        return
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise ConfigError(f"unknown output extension {out.suffix!r} for {out}: use {', '.join(suffixes)}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"cannot write {out}: directory {parent} does not exist")
+    files: list[Path] = []
+    for source in sources:
+        if source is None or not isinstance(source, (str, Path)):
+            continue
+        path = Path(source)
+        if path.is_dir():
+            try:
+                layout = resolve_directory(path)
+            except CheckpointError:
+                continue  # the command itself will say what is wrong with it
+            files += list(layout.files) + ([layout.optimizer] if layout.optimizer else [])
+            files += list(path.glob("*.index.json"))
+        else:
+            files.append(path)
+            if path.suffix.lower() == ".json":
+                files.append(path.with_suffix(".esd.npz"))
+    return files
+
+
+def check_outputs(outputs: Mapping[str, tuple[Path | None, tuple[str, ...]]], inputs: Iterable[Any] = ()) -> None:
+    """Fail before any work when an output cannot be written, would overwrite an input or has a
+    suffix the command does not write: ``{"--out": (path, (".json",))}`` (see :mod:`spectra._files`)."""
+    from .._files import check_outputs as check
+
+    check({k: p for k, (p, _) in outputs.items()}, inputs=input_files(*inputs),
+          suffixes={k: sfx for k, (_, sfx) in outputs.items() if sfx})
 
 
 def emit(result: Any, out: Path | None, *, quiet: bool, render: Callable[[Any], None],
@@ -161,68 +280,3 @@ def emit(result: Any, out: Path | None, *, quiet: bool, render: Callable[[Any], 
         render(result)
         if out is not None:
             typer.echo(f"wrote {out}", err=True)
-
-
-def stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def stdout_console():
-    """Console for tables on stdout; wide enough for per-layer rows when stdout is a pipe or file."""
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
-@contextmanager
-def progress_bar(total: int, description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with ETA on stderr; yields ``advance(n=1, label=None)``.
-
-    Silent when ``quiet`` or when stderr is not a terminal and the job is short.
-    """
-    if quiet or total <= 0:
-        yield lambda n=1, label=None: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[label]}"),
-    ]
-    with Progress(*columns, console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
-        task_id = progress.add_task(description, total=total, label="")
-
-        def advance(n: int = 1, label: str | None = None) -> None:
-            progress.update(task_id, advance=n, label=label or "")
-
-        yield advance
-
-
-@contextmanager
-def progress_callback(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
-    """A rich progress bar on stderr driven by ``callback(done, total, label)`` (library style).
-
-    The total can be unknown until the first call; nothing is drawn when ``quiet`` or when stderr
-    is not a terminal.
-    """
-    if quiet or not sys.stderr.isatty():
-        yield lambda done, total, label="": None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
-                  console=stderr_console(), transient=True) as progress:
-        task_id = progress.add_task(description, total=None, label="")
-
-        def callback(done: int, total: int, label: str = "") -> None:
-            progress.update(task_id, completed=done, total=total, label=label)
-
-        yield callback

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, app, command, parse_pairs, progress_callback, stdout_console
+from ._app import DeviceOpt, QuietOpt, app, check_outputs, command, parse_pairs, progress_callback
+from ._help import HelpGroup
+from ._views import render_bench_summary, render_strategies
 
-bench_app = typer.Typer(help="Benchmarks that write reports/bench/*.md tables and plots.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that write reports/bench/*.md tables and plots.", no_args_is_help=True,
+                        cls=HelpGroup)
 app.add_typer(bench_app, name="bench")
 
 
@@ -25,7 +27,7 @@ def strategies_cmd(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per (task, strategy): 0..N-1.")] = 3,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per run.")] = 10,
     target: Annotated[float, typer.Option("--target", help="Metric threshold for the epochs-to-target column.")] = 0.9,
-    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="TASK:KEY=VALUE option for one task's factory (repeatable), e.g. minilm-text:num_layers=2.")] = None,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", metavar="TASK:KEY=VALUE", help="TASK:KEY=VALUE option for one task's factory (repeatable), e.g. minilm-text:num_layers=2.")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads per run (0 = leave torch's default).")] = 1,
     out: Annotated[Path, typer.Option("--out", "-o", help="Markdown report; a .png plot and a .json with every run are written next to it.")] = Path("reports/bench/strategies.md"),
     list_: Annotated[bool, typer.Option("--list", help="List the strategies and exit.")] = False,
@@ -51,6 +53,8 @@ def strategies_cmd(
     task_names = _split(tasks)
     if not task_names:
         raise ConfigError("--tasks is empty; give at least one task")
+    check_outputs({"--out": (out, (".md",)), "the plot": (out.with_suffix(".png"), ()),
+                   "the run data": (out.with_suffix(".json"), ())})
     with progress_callback("bench strategies", quiet=quiet) as on_progress:
         result = run_strategies(task_names, _split(strategies) or None, seeds=seeds, epochs=epochs, target=target,
                                 device=device, task_args=per_task, threads=threads or None, progress=on_progress)
@@ -59,37 +63,7 @@ def strategies_cmd(
                + "".join(f" --task-arg {a}" for a in task_arg or []))
     paths = write_report(result, out, command=command)
     if not quiet:
-        render_summary(result)
+        render_bench_summary(result)
     for path in paths:
         typer.echo(f"wrote {path}", err=True)
 
-
-def _pct(value: float) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
-
-
-def render_summary(result) -> None:
-    from rich.table import Table
-
-    console = stdout_console()
-    for task in result.config["tasks"]:
-        table = Table(title=f"{task}: final eval metric over {result.config['seeds']} seed(s)")
-        for col in ("strategy", "mean %", "std", "min", "max", f"epochs to {_pct(result.config['target'])}%", "wall s"):
-            table.add_column(col, justify="right" if col != "strategy" else "left")
-        rows = sorted((r for r in result.summary() if r["task"] == task), key=lambda r: -r["mean"])
-        for r in rows:
-            reach = f"{r['epochs_to_target']:g}" if r["epochs_to_target"] is not None else f"- ({r['reached']}/{r['n']})"
-            table.add_row(r["strategy"], _pct(r["mean"]), _pct(r["std"]), _pct(r["min"]), _pct(r["max"]), reach,
-                          f"{r['wall']:.1f}")
-        console.print(table)
-
-
-def render_strategies(strategies) -> None:
-    from rich.table import Table
-
-    table = Table(title="strategies")
-    for col in ("name", "generation", "optimizer", "lr map", "description"):
-        table.add_column(col)
-    for s in strategies:
-        table.add_row(s.name, s.generation, s.optimizer, s.lrmap_rule or "", s.description)
-    stdout_console().print(table)

@@ -7,32 +7,28 @@ from typing import Annotated
 
 import typer
 
-from ._app import QuietOpt, command, progress_callback, stdout_console
+from ..demo import DEFAULT_OUT
+from ._app import QuietOpt, command, progress_callback
+from ._views import render_demo
 
 
 @command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for analysis.json, lrmap.json and report.html.")] = Path("reports/demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for analysis.json, lrmap.json and report.html (default: a fresh spectra-demo/ here, ignored by git; reports/demo holds the committed example).")] = Path(DEFAULT_OUT),
     method: Annotated[str, typer.Option("--method", "-m", help="LR-map rule to apply (see spectra prescribe --list).")] = "tempbalance",
-    screenshot: Annotated[bool, typer.Option("--screenshot", help="Also save report.png (needs chromium).")] = False,
+    screenshot: Annotated[bool, typer.Option("--screenshot", help="Also save report.png (1400 px) and report-narrow.png (420 px); needs chromium.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Analyze, prescribe and report on all-MiniLM-L6-v2 (offline; needs the demo extra)."""
-    from ..demo import run_demo
+    """Analyze, prescribe and report on all-MiniLM-L6-v2 (offline; needs the demo extra).
 
-    if out.exists() and not out.is_dir():
-        from ..errors import ConfigError
+    Example: spectra demo --out reports/demo --screenshot
+    """
+    from ..demo import open_command, run_demo
 
-        raise ConfigError(f"--out {out} is a file; the demo writes a directory")
+    from .._files import check_output_dir
+
+    check_output_dir(out)
     with progress_callback("analyze MiniLM", quiet=quiet) as on_progress:
         result = run_demo(out, method=method, screenshot=screenshot, progress=on_progress)
-    if quiet:
-        return
-    console = stdout_console()
-    console.print("[bold]spectra demo[/]: all-MiniLM-L6-v2 analysed, LR map prescribed, report written")
-    for label, path in result.paths.items():
-        console.print(f"  {label:<10} {path}", highlight=False)
-    console.print("\n[bold]Look at these first:[/]")
-    for i, h in enumerate(result.highlights, 1):
-        console.print(f"  {i}. [bold]{h.title}[/]: {h.detail}", highlight=False)
-    console.print(f"\nOpen {result.paths['report']} in a browser.", highlight=False)
+    if not quiet:
+        render_demo(result, open_command(result.paths["report"]))

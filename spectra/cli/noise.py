@@ -7,14 +7,15 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, QuietOpt, SeedOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
-                   progress_callback, stdout_console)
+from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, parse_pairs,
+                   progress_callback)
+from ._views import render_noise
 
 
 @command("noise")
 def noise_cmd(
     task: Annotated[Optional[str], typer.Option("--task", help="Built-in task name or package.module:function returning a spectra.train.Task.")] = None,
-    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="key=value passed to the task factory (repeatable).")] = None,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", metavar="KEY=VALUE", help="key=value passed to the task factory (repeatable).")] = None,
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Weights to load into the task's model (default: as the task builds it).")] = None,
     batches: Annotated[int, typer.Option("--batches", help="Train batches to measure; each is one round of the two-batch estimator.")] = 8,
     micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", help="Small batch size b (default: batch size // 4); each batch gives batch//b micro-batch gradients.")] = None,
@@ -23,7 +24,7 @@ def noise_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="With --from-optimizer: the training batch size, to report tr(Sigma) per example.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write spectra.noise/1 JSON; '-' writes it to stdout.")] = None,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the task's data order and, without --checkpoint, its model initialisation: the same seed gives the same measurement.")] = 0,
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -33,7 +34,7 @@ def noise_cmd(
     from ..train.task import load_task
 
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[checkpoint])
     task_args = parse_pairs(task_arg, "--task-arg")
     if from_optimizer:
         if checkpoint is None:
@@ -50,38 +51,3 @@ def noise_cmd(
                                    progress=on_progress)
     emit(result, out, quiet=quiet, render=render_noise)
 
-
-def render_noise(result) -> None:
-    """Global line and the per-layer table on stdout."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ..noise.advice import noise_advice
-
-    console = stdout_console()
-    s, c = result.summary, result.config
-    how = ("optimizer-state proxy (heuristic)" if result.source == "optimizer-proxy"
-           else f"b={fmt(c.get('b_small'))}, B={fmt(c.get('b_big'))}, {fmt(s.get('rounds'))} rounds")
-    console.print(f"[bold]{result.task or result.checkpoint}[/]  {how}")
-    line = (f"global B_simple {fmt(s['b_simple'])} {_ci(s.get('b_simple_ci'))}   |G|^2 {fmt(s['grad_sq'])}"
-            f"   tr(Sigma) {fmt(s['trace_sigma'])}   SNR {fmt(s['snr'])}")
-    console.print(line if s.get("status") == "success" else f"{line}   [yellow]{escape(s.get('reason', ''))}[/]")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("depth", "layer", "|G|^2", "tr(Sigma)", "B_simple", "B_simple CI", "SNR", "||G||_F", "||G||_2",
-                "||G||_*", "note"):
-        table.add_column(col, justify="left" if col in ("layer", "note") else "right", no_wrap=col != "note")
-    for r in result.layers:
-        if r.status != "success":
-            note = f"{r.status}: {r.reason}"
-        else:
-            note = "" if r.reliable else f"unreliable: {r.reliable_reason}"
-        table.add_row(str(r.depth), escape(r.name), fmt(r.grad_sq), fmt(r.trace_sigma), fmt(r.b_simple),
-                      _ci(r.b_simple_ci), fmt(r.snr), fmt(r.grad_fro), fmt(r.grad_spectral), fmt(r.grad_nuclear),
-                      escape(note), style="" if r.status == "success" and r.reliable else "dim")
-    console.print(table)
-    for text in noise_advice(result):
-        console.print(escape(text), highlight=False)
-
-
-def _ci(ci) -> str:
-    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "-"

@@ -7,10 +7,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import (DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_output, command, emit, fmt, is_stdout, parse_pairs,
-                   progress_callback, stdout_console)
-
-_BAR = 30
+from ._app import (DeviceOpt, QuietOpt, TrustPickleOpt, check_outputs, command, emit, is_stdout, parse_pairs,
+                   progress_callback)
+from ._views import render_lrmap, render_rules
 
 
 @command("prescribe")
@@ -23,13 +22,13 @@ def prescribe_cmd(
     max_ratio: Annotated[Optional[float], typer.Option("--max-ratio", help="High end of a linear map (llr 5, tempbalance 1.5, alphadecay 3).")] = None,
     normalize: Annotated[str, typer.Option("--normalize", help="none, mean or geomean: divide the multipliers by their mean over layers.")] = "none",
     clip: Annotated[Optional[str], typer.Option("--clip", help="LO,HI bounds for the multipliers, e.g. 0.5,2.")] = None,
-    norms: Annotated[Optional[str], typer.Option("--norms", help="follow: biases and norms take their layer's multiplier; base: they stay at 1 (default: the rule's).")] = None,
+    norms: Annotated[Optional[str], typer.Option("--norms", help="Norms next to a layer: follow (take its multiplier), base (stay at 1) or name (only a BatchNorm named like its conv follows, TempBalance's rule); a layer's own bias always follows (default: the rule's).")] = None,
     noise: Annotated[Optional[Path], typer.Option("--noise", help="Gradient-noise file (spectra noise -o) for --method noise.")] = None,
     diff: Annotated[Optional[Path], typer.Option("--diff", help="Checkpoint diff file (spectra diff -o) for --method update-ratio.")] = None,
-    set_: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="Rule option KEY=VALUE (repeatable), e.g. decay=0.65, exclude_first=false, eigs_thresh=0.")] = None,
+    set_: Annotated[Optional[List[str]], typer.Option("--set", "-s", metavar="KEY=VALUE", help="Rule option KEY=VALUE (repeatable), e.g. decay=0.65, exclude_first=false, eigs_thresh=0.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the map (spectra.lrmap/1 JSON); '-' writes it to stdout.")] = None,
     fit: Annotated[Optional[str], typer.Option("--fit", help="Power-law fit when analysing a checkpoint (default: median for HT-SR rules, as the anchors).")] = None,
-    dtype: DtypeOpt = "float64",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Eigen-solver precision when analysing a checkpoint (default: float32 SVD for HT-SR rules, as their reference code; float64 otherwise).")] = None,
     device: DeviceOpt = "auto",
     trust_pickle: TrustPickleOpt = False,
     quiet: QuietOpt = False,
@@ -45,11 +44,11 @@ def prescribe_cmd(
         render_rules(list_rules())
         return
     if method is None:
-        raise ConfigError("choose a rule with --method NAME (spectra prescribe --list shows them)")
+        raise ConfigError("choose a rule with --method NAME (`spectra prescribe --list` shows them)")
     options = parse_pairs(set_, "--set")
     options.update({k: v for k, v in (("min_ratio", min_ratio), ("max_ratio", max_ratio)) if v is not None})
     to_stdout = is_stdout(out)
-    check_output(out)
+    check_outputs({"--out": (out, (".json",))}, inputs=[source, noise, diff])
     analyze_options = {"dtype": dtype, "device": device, "trust_pickle": trust_pickle}
     if fit is not None:
         analyze_options["fit"] = fit
@@ -59,42 +58,3 @@ def prescribe_cmd(
                           noise=noise, diff=diff, analyze_options=analyze_options, **options)
     emit(lrmap, out, quiet=quiet, render=lambda m: render_lrmap(m, get_rule(method).description))
 
-
-def render_rules(rules) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("rule", "input", "description", "options"):
-        table.add_column(col, no_wrap=col in ("rule", "input"))
-    for info in rules:
-        opts = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.defaults.items())
-        table.add_row(info.name, info.inputs, info.description, opts)
-    stdout_console().print(table)
-
-
-def render_lrmap(lrmap, description: str) -> None:
-    """The per-layer table, then the multiplier against depth as bars."""
-    from rich.table import Table
-
-    console = stdout_console()
-    what = "weight-decay multiplier" if lrmap.target == "weight_decay" else "LR multiplier"
-    prescribed = sum(1 for e in lrmap.layers if e.prescribed)
-    console.print(f"[bold]{lrmap.method}[/] ({description}) on {lrmap.source or '-'}: "
-                  f"{len(lrmap.layers)} layers, {len(lrmap.params)} parameters; {what} per layer")
-    metric = lrmap.options.get("metric", "value")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col, justify in (("depth", "right"), ("layer", "left"), (metric, "right"), ("multiplier", "right"), ("note", "left")):
-        table.add_column(col, justify=justify, no_wrap=col != "note")
-    for e in lrmap.layers:
-        table.add_row(str(e.depth), e.name, fmt(e.value), f"{e.multiplier:.3f}", e.reason, style="" if e.prescribed else "dim")
-    console.print(table)
-    console.print(f"{prescribed} layers prescribed, {len(lrmap.layers) - prescribed} left at the default ({lrmap.default:g})")
-    profile = lrmap.by_depth()
-    if not profile:
-        return
-    top = max(hi for _, _, _, hi, _ in profile) or 1.0
-    console.print(f"[bold]{what} by depth[/] (bar = mean, [dim]range min..max[/])")
-    for depth, mean, lo, hi, count in profile:
-        bar = "█" * max(1, round(_BAR * mean / top)) if mean > 0 else ""
-        spread = f" [dim]{lo:.3g}..{hi:.3g}[/]" if hi > lo else ""
-        console.print(f"{depth:>4} {bar:<{_BAR}} {mean:.3g}{spread}  [dim]({count})[/]")

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, command, progress_callback
+from ._app import DeviceOpt, DtypeOpt, QuietOpt, TrustPickleOpt, check_outputs, command, progress_callback
 
 
 @command("report")
@@ -27,11 +27,10 @@ def report_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Render spectra, alerts, depth charts and the layer table as one offline HTML page."""
-    from ..errors import ConfigError
     from ..report import write_report
 
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(f"--out {out}: the report is HTML; use a .html file name")
+    check_outputs({"--out": (out, (".html", ".htm")), "--screenshot": (screenshot, (".png",))},
+                  inputs=[*inputs, lrmap, noise, diff])
     with progress_callback("analyze", quiet=quiet) as on_progress:
         path = write_report(inputs, out, lrmap=lrmap, noise=noise, diff=diff, title=title, fit=fit, mp_fit=mp_fit,
                             dtype=dtype, device=device, trust_pickle=trust_pickle, progress=on_progress)

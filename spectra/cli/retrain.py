@@ -7,7 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._app import DeviceOpt, QuietOpt, SeedOpt, command, fmt, parse_pairs, progress_callback, stdout_console
+from ._app import DeviceOpt, QuietOpt, command, parse_pairs, progress_callback
+from ._views import render_history, render_lists
 
 
 @command("retrain")
@@ -24,18 +25,19 @@ def retrain_cmd(
     refit_method: Annotated[str, typer.Option("--refit-method", help="Prescription rule for refits (mean-normalised).")] = "llr",
     refit_until: Annotated[float, typer.Option("--refit-until", help="Refit only during this first fraction of training.")] = 0.2,
     ramp_steps: Annotated[Optional[int], typer.Option("--ramp-steps", help="Steps of the linear ramp to each refit's targets (default min(K, 50)).")] = None,
-    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", help="Task factory option KEY=VALUE (repeatable), e.g. n_train=512.")] = None,
-    opt_arg: Annotated[Optional[List[str]], typer.Option("--opt-arg", help="Optimizer option KEY=VALUE (repeatable), e.g. momentum=0.8.")] = None,
+    task_arg: Annotated[Optional[List[str]], typer.Option("--task-arg", metavar="KEY=VALUE", help="Task factory option KEY=VALUE (repeatable), e.g. n_train=512.")] = None,
+    opt_arg: Annotated[Optional[List[str]], typer.Option("--opt-arg", metavar="KEY=VALUE", help="Optimizer option KEY=VALUE (repeatable), e.g. momentum=0.8.")] = None,
     keep: Annotated[int, typer.Option("--keep", help="Keep only the newest N epoch checkpoints (0 = all).")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List built-in tasks and optimizers and exit.")] = False,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the model's initialisation, the data order and dropout (a run is reproducible from its seed).")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a task and write checkpoints (safetensors) and per-epoch metrics; --resume continues.
 
     Example: spectra retrain --task digits --optimizer dals --epochs 5 --out runs/digits-dals
     """
+    from .._files import check_output_dir
     from ..errors import ConfigError
     from ..train.loop import retrain
 
@@ -43,8 +45,9 @@ def retrain_cmd(
         render_lists()
         return
     if task is None:
-        raise ConfigError("choose a task with --task NAME (spectra retrain --list shows the built-ins)")
+        raise ConfigError("choose a task with --task NAME (`spectra retrain --list` shows the built-ins)")
     run_dir = out if out is not None else Path("runs") / f"{task.replace(':', '_').replace('/', '_')}-{optimizer}-s{seed}"
+    check_output_dir(run_dir)
     with progress_callback(f"{task} / {optimizer}", quiet=quiet) as on_progress:
         result = retrain(
             task, optimizer, epochs=epochs, lr=lr, weight_decay=weight_decay, lrmap=lrmap, device=device,
@@ -60,36 +63,3 @@ def retrain_cmd(
     typer.echo(f"wrote {run_dir}", err=True)
 
 
-def render_history(result) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{result.task} / {result.optimizer} ({result.status})")
-    for col in ("epoch", "train loss", "eval loss", f"eval {result.metric_name}", "lr min", "lr max", "time s"):
-        table.add_column(col, justify="right")
-    for h in result.history:
-        table.add_row(str(h["epoch"]), fmt(h["train_loss"], ".4f"), fmt(h["eval_loss"], ".4f"),
-                      fmt(h["eval_metric"], ".4f"), fmt(h["lr_min"], ".3g"), fmt(h["lr_max"], ".3g"),
-                      fmt(h["time"], ".1f"))
-    stdout_console().print(table)
-
-
-def render_lists() -> None:
-    from rich.table import Table
-
-    from ..optim import get_optimizer_info, list_optimizers
-    from ..train import list_tasks
-
-    tasks = Table(title="tasks")
-    tasks.add_column("name")
-    tasks.add_column("description")
-    for info in list_tasks():
-        tasks.add_row(info.name, info.description)
-    opts = Table(title="optimizers")
-    for col in ("name", "default lr", "schedule", "description"):
-        opts.add_column(col)
-    for name in list_optimizers():
-        info = get_optimizer_info(name)
-        opts.add_row(name, f"{info.default_lr:g}", info.schedule, info.description)
-    console = stdout_console()
-    console.print(tasks)
-    console.print(opts)

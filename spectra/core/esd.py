@@ -97,12 +97,13 @@ def eigenvalues(
         raise ValueError(f"expected a 2-D matrix or a 3-D batch, got shape {tuple(W.shape)}")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
-    X = _orient(W.to(device=device if device is not None else W.device, dtype=dtype))
+    X = W.to(device=device if device is not None else W.device, dtype=dtype)
     if solver == "gram":
+        X = _orient(X)
         G = _gram(X)
         _check_finite(G, X, solver)
         evals = torch.linalg.eigvalsh(G)
-    else:
+    else:  # svdvals of W as stored, as the HT-SR reference code computes them (no transpose)
         _check_finite(X, X, solver)
         evals = torch.linalg.svdvals(X).square()
     evals = evals.reshape(-1).clamp_min(0)
@@ -133,7 +134,7 @@ def eigenvalues_batched(
     if mats[0].dim() != 2:
         return [eigenvalues(m, dtype=dtype, device=device, solver=solver) for m in mats]
     stack = torch.stack([m.to(device=device if device is not None else m.device, dtype=dtype) for m in mats])
-    X = _orient(stack)
+    X = _orient(stack) if solver == "gram" else stack
     if solver == "gram":
         G = X.transpose(-2, -1) @ X
         _check_finite(G, X, solver)

@@ -15,8 +15,13 @@ with standard error sigma = (alpha - 1) / sqrt(n). Fits are registered by name:
   O(n * chunk) memory, no Python loop per candidate). Below 20 eigenvalues WeightWatcher switches
   to a small-N path that reports the fit at the wrong index (see research notes); spectra keeps the
   same estimator at every size instead.
-* ``median``: TempBalance / LLR's estimator: xmin is the eigenvalue at index floor(n/2) of the
-  ascending spectrum and alpha its Hill estimate (no KS search; D is still reported).
+* ``median``: TempBalance / LLR / AlphaDecay's estimator (``pl_fitting='median'``,
+  ``filter_zeros=False``): xmin is the eigenvalue at index floor(N/2) of the *whole* ascending
+  spectrum, zeros and all (N counts every eigenvalue; ``thresh`` does not apply), and alpha its Hill
+  estimate over the upper half (no KS search; D is still reported). The fit fails when that median
+  eigenvalue is not positive (a matrix of rank below N/2). Given float32 eigenvalues it computes in
+  float32 with the reference's operations (``torch.log``, ``torch.sum``), so that float32 ``svdvals``
+  eigenvalues reproduce the reference's alpha to the last bit; given float64 it computes in float64.
 
 ``fix_fingers="clip_xmax"`` (WeightWatcher's "fingers" correction for finite-size outliers): refit
 after dropping the top k = 1, 2, ... eigenvalues and accept the first k whose alpha falls more than
@@ -168,11 +173,28 @@ def _fit_ww(x: np.ndarray) -> PowerLawFit:
     )
 
 
+def _median_tail_float32(x: np.ndarray, i: int) -> tuple[float, float]:
+    """``net_esd_estimator``'s median branch in float32, operation for operation."""
+    import torch
+
+    eigs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    log = torch.log(eigs)
+    n = float(x.size - i)
+    alpha = 1 + n / (torch.sum(log[i:]) - n * log[i])
+    D = torch.max(torch.abs(1 - (eigs[i:] / eigs[i]) ** (-alpha + 1) - torch.arange(n) / n))
+    if not (torch.isfinite(alpha) and alpha > 1 and eigs[-1] > eigs[i]):
+        return _NAN, _NAN
+    return float(alpha), float(D)
+
+
 def _fit_median(x: np.ndarray) -> PowerLawFit:
+    """The reference code's fit: ``i = int(N / 2)`` over every eigenvalue (see :func:`fit_power_law`)."""
     if x.size < 2:
-        return _failed(f"only {x.size} eigenvalue(s) above {EVALS_THRESH:g}; a tail needs at least 2", "median")
+        return _failed(f"only {x.size} eigenvalue(s); a tail needs at least 2", "median")
     i = x.size // 2
-    alpha, D = _tail_fit(x, i)
+    if not x[i] > 0:
+        return _failed(f"the median eigenvalue is {x[i]:.3g}: rank below half the spectrum", "median")
+    alpha, D = _median_tail_float32(x, i) if x.dtype == np.float32 else _tail_fit(x, i)
     if not math.isfinite(alpha):
         return _failed("the upper half of the spectrum is tied (all eigenvalues equal)", "median")
     n = x.size - i
@@ -185,8 +207,15 @@ def _fit_median(x: np.ndarray) -> PowerLawFit:
 FITS: dict[str, Callable[[np.ndarray], PowerLawFit]] = {"ww": _fit_ww, "median": _fit_median}
 
 
-def _prepare(evals, thresh: float) -> np.ndarray:
-    x = np.asarray(evals.detach().cpu() if hasattr(evals, "detach") else evals, dtype=np.float64).ravel()
+def _prepare_for(method: str, evals, thresh: float) -> np.ndarray:
+    """The eigenvalues ``method`` fits: every finite one for ``median`` (its reference keeps zeros and
+    float32), those above ``thresh`` in float64 for ``ww``. Fits and bootstraps both use this."""
+    return _prepare(evals, -math.inf, keep_float32=True) if method == "median" else _prepare(evals, thresh)
+
+
+def _prepare(evals, thresh: float, *, keep_float32: bool = False) -> np.ndarray:
+    x = np.asarray(evals.detach().cpu() if hasattr(evals, "detach") else evals).ravel()
+    x = x.astype(np.float32 if keep_float32 and x.dtype == np.float32 else np.float64, copy=False)
     x = x[np.isfinite(x)]
     return np.sort(x[x > thresh])
 
@@ -208,7 +237,8 @@ def fit_power_law(
         fix_fingers: None or ``"clip_xmax"`` (refit without the top eigenvalues; see module doc).
         max_fingers: most eigenvalues ``clip_xmax`` may remove.
         finger_thresh: alpha must drop by more than this for a clipped fit to be accepted.
-        thresh: eigenvalues at or below this are ignored.
+        thresh: eigenvalues at or below this are ignored by the ``ww`` fit; the ``median`` fit uses
+            every finite eigenvalue, as its reference code does (``filter_zeros=False``).
 
     Returns:
         :class:`PowerLawFit`; ``num_pl_spikes`` counts eigenvalues >= xmin (the tail size).
@@ -222,7 +252,7 @@ def fit_power_law(
         raise ValueError(f"unknown fit {method!r}; choose one of {sorted(FITS)}")
     if fix_fingers not in (None, "clip_xmax"):
         raise ValueError(f"unknown fix_fingers {fix_fingers!r}; choose None or 'clip_xmax'")
-    x = _prepare(evals, thresh)
+    x = _prepare_for(method, evals, thresh)
     fit = FITS[method](x)
     if fix_fingers is None or not fit.ok:
         return fit
@@ -273,7 +303,7 @@ def bootstrap_replicates(
 
     if resample not in RESAMPLING:
         raise ValueError(f"unknown resampling {resample!r}; choose one of {list(RESAMPLING)}")
-    x = _prepare(evals, thresh)
+    x = _prepare_for(method, evals, thresh)
     if x.size < 2 or n_boot <= 0:
         return np.empty(0)
     fitter = FITS[method]
@@ -341,7 +371,7 @@ def bootstrap_alpha(
     are ignored. Returns (nan, nan) when fewer than half the refits succeed. An interval can still
     miss the estimate itself when the fit is unstable; see :func:`interval_warning`.
     """
-    x = _prepare(evals, thresh)
+    x = _prepare_for(method, evals, thresh)
     fit = FITS[method](x) if x.size >= 2 else None
     if fit is None or not fit.ok or n_boot <= 0:
         return (_NAN, _NAN)

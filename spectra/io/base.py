@@ -17,7 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["TensorInfo", "dtype_name", "Shard", "check_file"]
+__all__ = ["TensorInfo", "dtype_name", "Shard", "check_file", "unreadable_reason"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,30 @@ class Shard(Protocol):
         """Drop cached tensors (the shard can still be read again later)."""
 
     def close(self) -> None: ...
+
+
+def unreadable_reason(tensor: torch.Tensor) -> str | None:
+    """Why ``tensor`` must not be handed out as weights, or None when it is a dense tensor whose
+    elements are all stored.
+
+    A checkpoint can hold a tensor whose logical size dwarfs the bytes behind it: a stride-0
+    ``expand()`` of one element saved in a 1.9 KB file is 20000 x 20000 floats (1.6 GB) as soon as
+    anything copies it. Peak memory must stay bounded by what is stored, so such views are refused
+    before they are materialised, as are tensors without data (``meta``) and sparse layouts.
+    """
+    if tensor.layout != torch.strided:
+        return f"a {str(tensor.layout).removeprefix('torch.')} tensor (only dense tensors are read)"
+    if tensor.device.type == "meta":
+        return "a meta tensor: it holds no data"
+    needed = tensor.numel() * tensor.element_size()
+    try:
+        stored = tensor.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):
+        return "a tensor without readable storage"
+    if needed > stored:
+        return (f"{tensor.numel():,} elements backed by {stored:,} stored bytes (a stride-0 or overlapping "
+                "view); refused instead of expanding it")
+    return None
 
 
 def check_file(path: Path) -> int:

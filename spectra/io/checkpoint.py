@@ -38,15 +38,19 @@ log = logging.getLogger(__name__)
 class Checkpoint:
     """Named tensors of one checkpoint, read lazily. Use as a context manager.
 
-    * ``keys()``: tensor keys in checkpoint order (index order for sharded Hugging Face
-      checkpoints, natural order ``layers.2`` < ``layers.10`` for safetensors files without an
-      index, stored order for torch files and state dicts).
+    * ``keys()``: tensor keys in file order: stored (insertion) order for torch files, torch shards
+      (in file-name order) and state dicts; index order for sharded safetensors; natural order
+      ``layers.2`` < ``layers.10`` for safetensors files without an index. Model order is
+      :func:`spectra.structure.describe`'s job.
     * ``info(key)``: :class:`TensorInfo` (shape, dtype name) without reading the data.
     * ``get(key)``: the tensor on CPU, read alone.
     * ``for key, tensor in ckpt``: every tensor, one at a time (torch shards one shard at a time).
     * ``optimizer_state()``: the optimizer state dict saved with the weights, or None.
     * ``path``: display string; ``aliases``: ``{tied_key: kept_key}``; ``stripped_prefix``;
       ``format``: 'safetensors', 'torch', 'state_dict' or 'module'.
+    * ``module``: the ``nn.Module`` it was opened from, else None; ``directory``: the directory
+      holding the weights (where a ``config.json`` would be), else None. :func:`spectra.structure.describe`
+      reads these two to put the keys in model order.
     """
 
     def __init__(
@@ -60,9 +64,13 @@ class Checkpoint:
         strip_prefix: bool = True,
         aliases: Mapping[str, str] | None = None,
         optimizer: Any = None,
+        module: torch.nn.Module | None = None,
+        directory: Path | None = None,
     ) -> None:
         self.path = path
         self.format = format
+        self.module = module
+        self.directory = directory
         self._shards = shards
         self._optimizer = optimizer
         self._current: Shard | None = None
@@ -252,6 +260,9 @@ def _from_layout(path: Path, layout: Layout, *, trust_pickle: bool, strip_prefix
         listed = {key for key, _ in layout.order}
         extra = [(k, s) for s in shards for k in s.keys() if k not in listed]
         order.extend(sorted(extra, key=lambda e: natural_key(e[0])))
+        if layout.kind == "torch":  # each shard keeps torch.save's insertion order; the index is alphabetical
+            ordered_shards = sorted(shards, key=lambda s: natural_key(Path(s.name).name))
+            order = [(k, s) for s in ordered_shards for k in s.keys()]
 
     def optimizer():
         if layout.optimizer is not None:
@@ -263,6 +274,7 @@ def _from_layout(path: Path, layout: Layout, *, trust_pickle: bool, strip_prefix
     return Checkpoint(
         shards, path=str(path), format=layout.kind, order=order,
         natural=layout.kind == "safetensors", strip_prefix=strip_prefix, optimizer=optimizer,
+        directory=path if path.is_dir() else path.parent,
     )
 
 
@@ -271,4 +283,5 @@ def _from_memory(source: Any, name: str, fmt: str, *, strip_prefix: bool) -> Che
     kept, aliases = dedupe_tied(tensors)
     optimizer = None if isinstance(source, torch.nn.Module) else source
     return Checkpoint([MemoryShard(kept, name)], path=name, format=fmt, strip_prefix=strip_prefix,
-                      aliases=aliases, optimizer=optimizer)
+                      aliases=aliases, optimizer=optimizer,
+                      module=source if isinstance(source, torch.nn.Module) else None)

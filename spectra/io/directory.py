@@ -16,12 +16,13 @@ A sibling ``optimizer.pt`` (Hugging Face Trainer ``checkpoint-<step>/``) is wher
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from .._json import JSONError, loads
 from ..errors import CheckpointError
 from ..layers import natural_key
+from .safetensors import MAX_HEADER_BYTES
 from .torchfile import TORCH_SUFFIXES
 
 __all__ = ["Layout", "resolve_directory", "read_index", "TRAINER_FILES"]
@@ -45,27 +46,61 @@ class Layout:
     optimizer: Path | None = None
 
 
+def _allowed_roots(directory: Path) -> tuple[Path, ...]:
+    """Where shard files may live after symlink resolution: the checkpoint directory and, for a
+    Hugging Face cache snapshot (``models--org--name/snapshots/<rev>/``), the repository's ``blobs/``
+    (the snapshot's files are symlinks into it)."""
+    roots = [directory.resolve()]
+    if directory.parent.name == "snapshots":
+        roots.append((directory.parent.parent / "blobs").resolve())
+    return tuple(roots)
+
+
+def _shard_path(index: Path, key: str, name: str, roots: tuple[Path, ...]) -> Path:
+    """The shard file ``name`` of the index, refused unless it stays inside the checkpoint directory."""
+    relative = PurePosixPath(name)
+    if not name or relative.is_absolute() or ".." in relative.parts or "\\" in name or "\0" in name:
+        raise CheckpointError(f"{index}: weight_map entry {key[:200]!r} names {name[:200]!r}; a shard must be a "
+                              "file inside the checkpoint directory")
+    path = index.parent / relative
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise CheckpointError(f"{index}: shard {name[:200]!r} resolves to {resolved}, outside the checkpoint "
+                              "directory; refusing to read it")
+    return path
+
+
 def read_index(index: Path) -> tuple[tuple[str, Path], ...]:
-    """``(key, shard_path)`` pairs in the order of the index's ``weight_map``; every shard must exist."""
+    """``(key, shard_path)`` pairs in the order of the index's ``weight_map``; every shard must exist
+    and lie inside the index's directory (after resolving symlinks; see :func:`_allowed_roots`)."""
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        size = index.stat().st_size
+        if size > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{index}: {size:,} bytes is too large for an index file")
+        data = loads(index.read_bytes())
+    except OSError as exc:
+        raise CheckpointError(f"{index}: unreadable index ({exc.strerror or exc})") from None
+    except JSONError as exc:
         raise CheckpointError(f"{index}: unreadable index ({exc})") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index}: index has no 'weight_map' of tensor name -> shard file")
+    roots = _allowed_roots(index.parent)
     pairs = []
     missing: list[str] = []
+    checked: dict[str, Path] = {}
     for key, shard in weight_map.items():
         if not isinstance(shard, str):
-            raise CheckpointError(f"{index}: weight_map entry {key!r} is not a file name")
-        path = index.parent / shard
-        if not path.is_file() and shard not in missing:
-            missing.append(shard)
+            raise CheckpointError(f"{index}: weight_map entry {key[:200]!r} is not a file name")
+        path = checked.get(shard)
+        if path is None:
+            path = checked[shard] = _shard_path(index, key, shard, roots)
+            if not path.is_file():
+                missing.append(shard)
         pairs.append((str(key), path))
     if missing:
         raise CheckpointError(
-            f"{index}: names shard file(s) that do not exist in {index.parent}: {', '.join(missing)}"
+            f"{index}: names shard file(s) that do not exist in {index.parent}: {', '.join(missing[:10])}"
         )
     return tuple(pairs)
 

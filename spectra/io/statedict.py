@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .base import TensorInfo, dtype_name
+from .base import TensorInfo, dtype_name, unreadable_reason
 
 __all__ = [
     "WRAPPER_KEYS",
@@ -45,6 +45,8 @@ OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optim", "optimizer_state
 #: Prefixes removed when every key carries them: DDP's ``module.``, torch.compile's ``_orig_mod.``
 #: and a Lightning-style ``model.`` (only this exact name, only when it is on every key).
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
+#: Deepest nesting of mappings read from a checkpoint (module paths are far shallower).
+MAX_NESTING = 32
 _NOT_WEIGHTS = set(OPTIMIZER_KEYS) | {"lr_schedulers", "scheduler", "lr_scheduler", "callbacks", "loops"}
 
 
@@ -89,15 +91,20 @@ def extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     return flat
 
 
-def _flatten(obj: Mapping, prefix: str, out: dict, where: str, *, top_level: bool) -> None:
+def _flatten(obj: Mapping, prefix: str, out: dict, where: str, *, top_level: bool, depth: int = 0) -> None:
+    if depth > MAX_NESTING:  # also ends a mapping that contains itself
+        raise CheckpointError(f"{where}: holds mappings nested deeper than {MAX_NESTING} levels "
+                              "(or a mapping that contains itself); not a state dict")
     for key, value in obj.items():
         name = f"{prefix}{key}"
         if top_level and key in _NOT_WEIGHTS:
             log.debug("%s: %r is not weights, skipped", where, key)
         elif isinstance(value, torch.Tensor):
+            if value.is_nested:
+                raise CheckpointError(f"{where}: tensor {name[:200]!r} is a nested tensor; not a state dict of weights")
             out.setdefault(name, value)
         elif isinstance(value, Mapping):
-            _flatten(value, f"{name}.", out, where, top_level=False)
+            _flatten(value, f"{name}.", out, where, top_level=False, depth=depth + 1)
         else:
             log.debug("%s: %r is a %s, not a tensor; skipped", where, name, type(value).__name__)
 
@@ -191,7 +198,11 @@ class MemoryShard:
         return TensorInfo(key, tuple(t.shape), dtype_name(t.dtype))
 
     def get(self, key: str) -> torch.Tensor:
-        return self._tensors[key].detach().to("cpu")
+        tensor = self._tensors[key]
+        reason = unreadable_reason(tensor)
+        if reason is not None:
+            raise CheckpointError(f"{self.name}: tensor {key[:200]!r} is {reason}")
+        return tensor.detach().to("cpu")
 
     def release(self) -> None:
         """The caller owns the tensors; nothing to drop."""

@@ -30,7 +30,7 @@ import torch
 
 from .._memory import file_mappings, release_pages_when_dropped
 from ..errors import CheckpointError, UnsafeCheckpointError
-from .base import TensorInfo, check_file, dtype_name
+from .base import TensorInfo, check_file, dtype_name, unreadable_reason
 from .statedict import dedupe_tied, extract_state_dict
 
 __all__ = ["load_torch_file", "unsafe_globals", "TorchShard", "TORCH_SUFFIXES"]
@@ -193,6 +193,9 @@ class TorchShard:
         RSS once the caller drops it (:func:`spectra._memory.release_pages_when_dropped`). Treat it
         as read-only: an in-place change to a memory-mapped tensor does not survive that release."""
         tensor = self._load()[key]
+        reason = unreadable_reason(tensor)
+        if reason is not None:
+            raise CheckpointError(f"{self.path}: tensor {key[:200]!r} is {reason}")
         return release_pages_when_dropped(tensor, self._mappings)
 
     def release(self) -> None:

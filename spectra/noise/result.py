@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .._version import __version__
 from ..core.noise import mean_abs_difference
-from ..results import check_schema, jsonable, read_json, record_dict, record_kwargs, write_json
+from ..records import NAN, Record, ResultFile, checked
 
 __all__ = ["NOISE_SCHEMA", "LayerNoise", "NoiseResult", "summarize", "created_now", "layer_noise"]
 
 NOISE_SCHEMA = "spectra.noise/1"
-NAN = float("nan")
+STATUSES = ("success", "failed", "skipped")
 
 
 @dataclass(frozen=True)
-class LayerNoise:
+class LayerNoise(Record):
     """Noise statistics of one layer (its weight plus attached vectors; ``params`` lists the keys).
 
     ``grad_sq`` = |G|^2, ``trace_sigma`` = tr(Sigma) per example, ``b_simple`` = tr(Sigma)/|G|^2,
@@ -33,8 +32,8 @@ class LayerNoise:
 
     name: str
     params: tuple[str, ...]
-    depth: int
-    numel: int
+    depth: int = checked(ge=0)
+    numel: int = checked(0, ge=0)
     kind: str = "linear"
     grad_sq: float = NAN
     trace_sigma: float = NAN
@@ -44,34 +43,26 @@ class LayerNoise:
     grad_spectral: float = NAN
     grad_nuclear: float = NAN
     grad_effective_rank: float = NAN
-    status: str = "success"
+    status: str = checked("success", choices=STATUSES)
     reason: str = ""
     g2_ci: tuple[float, float] | None = None
     trace_sigma_ci: tuple[float, float] | None = None
-    b_simple_ci: tuple[float, float] | None = None
+    b_simple_ci: tuple[float, float] | None = checked(None, ge=0)
     reliable: bool = False
     reliable_reason: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return record_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerNoise":
-        kw = record_kwargs(cls, data)
-        kw["params"] = tuple(kw.get("params") or ())
-        for key in ("g2_ci", "trace_sigma_ci", "b_simple_ci"):
-            kw[key] = _interval(kw.get(key))
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
-class NoiseResult:
+class NoiseResult(ResultFile):
     """Result of :func:`measure_noise` or :func:`optimizer_noise`; ``to_json`` writes ``spectra.noise/1``."""
 
+    schema = NOISE_SCHEMA
+    json_order = ("created", "task", "checkpoint", "source", "config", "summary", "layers")
+
     layers: tuple[LayerNoise, ...]
-    summary: Mapping[str, Any]
-    config: Mapping[str, Any]
-    source: str
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
     task: str = ""
     checkpoint: str = ""
     created: str = ""
@@ -83,33 +74,6 @@ class NoiseResult:
                 return rec
         raise KeyError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": NOISE_SCHEMA, "spectra_version": self.spectra_version, "created": self.created,
-                "task": self.task, "checkpoint": self.checkpoint, "source": self.source,
-                "config": jsonable(dict(self.config)), "summary": jsonable(dict(self.summary)),
-                "layers": [rec.to_dict() for rec in self.layers]}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The ``spectra.noise/1`` JSON text (NaN as null); also written to ``path`` when given."""
-        import json
-
-        if path is not None:
-            write_json(self.to_dict(), path)
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "noise") -> "NoiseResult":
-        check_schema(data, NOISE_SCHEMA, origin)
-        return cls(layers=tuple(LayerNoise.from_dict(r) for r in data.get("layers") or ()),
-                   summary=dict(data.get("summary") or {}), config=dict(data.get("config") or {}),
-                   source=str(data.get("source", "")), task=str(data.get("task", "")),
-                   checkpoint=str(data.get("checkpoint", "")), created=str(data.get("created", "")),
-                   spectra_version=str(data.get("spectra_version", "")))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "NoiseResult":
-        return cls.from_dict(read_json(path), origin=str(path))
-
     def to_frame(self):
         """Per-layer table as a pandas DataFrame (needs the ``report`` extra)."""
         from ..errors import require
@@ -117,12 +81,6 @@ class NoiseResult:
         pd = require("pandas", "report")
         rows = [dict(rec.to_dict(), params=",".join(rec.params)) for rec in self.layers]
         return pd.DataFrame(rows)
-
-
-def _interval(value: Any) -> tuple[float, float] | None:
-    if not value or len(value) != 2:
-        return None
-    return tuple(float(v) if v is not None else NAN for v in value)
 
 
 def layer_noise(group, stats, numel: int, norms: Any, reason: str | None = None) -> LayerNoise:

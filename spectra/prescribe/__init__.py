@@ -8,7 +8,8 @@ A rule is registered with :func:`register_rule` and turned into an :class:`LRMap
 :func:`prescribe`; :func:`spectra.optim.param_groups` turns the map into torch param groups.
 """
 
-from .build import NORMALIZE, analysis_metrics, parse_clip, prescribe, rows_from_analysis, rows_from_diff, rows_from_noise
+from .build import (NORMALIZE, REFERENCE_ANALYSIS, analysis_metrics, parse_clip, prescribe, rows_from_analysis,
+                    rows_from_diff, rows_from_noise)
 from .lrmap import LRMAP_SCHEMA, LayerEntry, LRMap
 from .registry import Decision, LayerRow, RuleInfo, get_rule, list_rules, register_rule
 
@@ -24,6 +25,7 @@ __all__ = [
     "LayerRow",
     "Decision",
     "NORMALIZE",
+    "REFERENCE_ANALYSIS",
     "analysis_metrics",
     "parse_clip",
     "rows_from_analysis",

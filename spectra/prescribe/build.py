@@ -8,8 +8,13 @@ Every rule gets the same treatment around it, so the options mean the same for a
 3. ``normalize``: ``mean`` divides every prescribed multiplier by their arithmetic mean and
    ``geomean`` by their geometric mean (the mean is over layers, unweighted);
 4. ``clip=(lo, hi)`` bounds the prescribed multipliers;
-5. the layer's weight takes the multiplier; its attached biases and norm weights take it too
-   (``norms="follow"``) or stay at the default (``norms="base"``).
+5. the layer's weight and its own bias take the multiplier (the reference code puts
+   ``module.parameters()`` in the layer's group); the norm weights next to it take it too
+   (``norms="follow"``), stay at the default (``"base"``), or follow only when they are a BatchNorm
+   named like the layer (``"name"``: ``bn`` -> ``conv``, TempBalance's rule, the HT-SR default).
+
+Rows keep the order of their input, which is model order for an analysis (:mod:`spectra.structure`);
+the map's ``source`` says which order that was.
 """
 
 from __future__ import annotations
@@ -18,21 +23,27 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..results import Analysis, LayerResult, check_schema, read_json
+from ..results import Analysis, LayerResult, read_json
 from .lrmap import LayerEntry, LRMap
 from .registry import NORMS, Decision, LayerRow, RuleInfo, get_rule, run_rule
 
-__all__ = ["prescribe", "rows_from_analysis", "rows_from_noise", "rows_from_diff", "NORMALIZE", "parse_clip"]
+__all__ = ["prescribe", "rows_from_analysis", "rows_from_noise", "rows_from_diff", "NORMALIZE", "REFERENCE_ANALYSIS",
+           "parse_clip"]
+
+if TYPE_CHECKING:
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
 
 _logger = logging.getLogger(__name__)
 
 NORMALIZE = ("none", "mean", "geomean")
-NOISE_SCHEMA = "spectra.noise/1"
-DIFF_SCHEMA = "spectra.diff/1"
-_NOT_METRICS = {"depth", "N", "M", "expert", "matrix_rank"}
+#: How the HT-SR rules analyse a checkpoint by default: as ``net_esd_estimator`` in their reference
+#: code does: ``torch.linalg.svdvals`` of the float32 weight, xmin at the median eigenvalue.
+REFERENCE_ANALYSIS = {"fit": "median", "dtype": "float32", "solver": "svd"}
+_NOT_METRICS = {"depth", "N", "M", "expert", "matrix_rank", "numel", "topk"}
 
 
 def analysis_metrics() -> list[str]:
@@ -73,13 +84,16 @@ def _attached_by_layer(analysis: Analysis) -> dict[str, list[str]]:
 
 
 def rows_from_analysis(analysis: Analysis, metric: str) -> list[LayerRow]:
-    """One row per layer record; ``metric="depth"`` makes the depth the value."""
+    """One row per layer record (buffers are not parameters: no row); ``metric="depth"`` makes the
+    depth the value."""
     valid = analysis_metrics()
     if metric != "depth" and metric not in valid:
         raise ConfigError(f"unknown analysis metric {metric!r}; choose one of: {', '.join(valid)}")
     attached = _attached_by_layer(analysis)
     rows = []
     for rec in analysis.layers:
+        if rec.kind == "buffer":
+            continue
         value = rec.depth if metric == "depth" else getattr(rec, metric)
         rows.append(LayerRow(
             name=rec.name, param=rec.param, depth=int(rec.depth), kind=rec.kind,
@@ -89,93 +103,91 @@ def rows_from_analysis(analysis: Analysis, metric: str) -> list[LayerRow]:
     return rows
 
 
-def _records(data: Mapping[str, Any], schema: str, origin: str) -> list[Mapping[str, Any]]:
-    check_schema(data, schema, origin)
-    layers = data.get("layers")
-    if not isinstance(layers, list) or not all(isinstance(r, Mapping) and "name" in r for r in layers):
-        raise ConfigError(f"{origin}: 'layers' must be a list of records with a 'name'")
-    return layers
+def _numeric_fields(record_type: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(record_type)
+            if f.type in ("float", "int | None") and f.name not in _NOT_METRICS]
 
 
-def _value(rec: Mapping[str, Any], metric: str) -> float:
-    value = rec.get(metric)
-    try:
-        return math.nan if value is None else float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _check_metric(record_type: type, metric: str, origin: str) -> None:
+    valid = _numeric_fields(record_type)
+    if metric not in valid:
+        raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(valid)}")
 
 
-def _check_metric(records: list[Mapping[str, Any]], metric: str, origin: str) -> None:
-    if records and not any(metric in rec for rec in records):
-        numeric = sorted({k for rec in records for k, v in rec.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "depth"})
-        raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(numeric)}")
+_NO_RELIABILITY = ("no `reliable` flag for this layer (a noise file written before spectra measured intervals); "
+                   "re-run spectra noise")
 
 
-_NO_RELIABILITY = "the noise file has no `reliable` flag (written before spectra measured intervals); re-run spectra noise"
+def rows_from_noise(noise: "NoiseResult | Mapping[str, Any]", metric: str, *,
+                    origin: str = "noise file") -> list[LayerRow]:
+    """Rows from a :class:`~spectra.noise.NoiseResult` (or its dict); the weight is the first
+    ``*.weight`` in a layer's ``params``."""
+    from ..noise import LayerNoise, NoiseResult
 
-
-def rows_from_noise(data: Mapping[str, Any], metric: str, *, origin: str = "noise file") -> list[LayerRow]:
-    """Rows from a ``spectra.noise/1`` record set; the weight is the first ``*.weight`` in ``params``."""
-    records = _records(data, NOISE_SCHEMA, origin)
-    _check_metric(records, metric, origin)
+    if not isinstance(noise, NoiseResult):
+        noise = NoiseResult.from_dict(noise, origin=origin)
+    _check_metric(LayerNoise, metric, origin)
     rows = []
-    for rec in records:
-        params = [str(p) for p in rec.get("params") or ()]
-        weights = [p for p in params if p.endswith(".weight")]
-        param = weights[0] if weights else (params[0] if params else f"{rec['name']}.weight")
+    for rec in noise.layers:
+        weights = [p for p in rec.params if p.endswith(".weight")]
+        param = weights[0] if weights else (rec.params[0] if rec.params else f"{rec.name}.weight")
         rows.append(LayerRow(
-            name=str(rec["name"]), param=param, depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")),
-            value=_value(rec, metric), status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
-            attached=tuple(p for p in params if p != param),
-            unreliable="" if rec.get("reliable") is True else str(rec.get("reliable_reason") or _NO_RELIABILITY),
+            name=rec.name, param=param, depth=rec.depth, kind=rec.kind, value=float(getattr(rec, metric)),
+            status=rec.status, reason=rec.reason, attached=tuple(p for p in rec.params if p != param),
+            unreliable="" if rec.reliable else (rec.reliable_reason or _NO_RELIABILITY),
         ))
     return rows
 
 
-def rows_from_diff(data: Mapping[str, Any], metric: str, *, origin: str = "diff file",
+def rows_from_diff(diff: "DiffResult | Mapping[str, Any]", metric: str, *, origin: str = "diff file",
                    analysis: Analysis | None = None) -> list[LayerRow]:
-    """Rows from a ``spectra.diff/1`` record set; attached params come from ``analysis`` if given."""
-    records = _records(data, DIFF_SCHEMA, origin)
-    _check_metric(records, metric, origin)
+    """Rows from a :class:`~spectra.diff.DiffResult` (or its dict); attached params come from
+    ``analysis`` if given."""
+    from ..diff import DiffResult, LayerDiff
+
+    if not isinstance(diff, DiffResult):
+        diff = DiffResult.from_dict(diff, origin=origin)
+    _check_metric(LayerDiff, metric, origin)
     attached = _attached_by_layer(analysis) if analysis is not None else {}
     return [LayerRow(
-        name=str(rec["name"]), param=str(rec.get("param") or f"{rec['name']}.weight"),
-        depth=int(rec.get("depth") or 0), kind=str(rec.get("kind", "")), value=_value(rec, metric),
-        status=str(rec.get("status", "success")), reason=str(rec.get("reason") or ""),
-        attached=tuple(attached.get(str(rec["name"]), ())),
-    ) for rec in records]
+        name=rec.name, param=rec.param or f"{rec.name}.weight", depth=rec.depth, kind=rec.kind,
+        value=float(getattr(rec, metric)), status=rec.status, reason=rec.reason,
+        attached=tuple(attached.get(rec.name, ())),
+    ) for rec in diff.layers if rec.kind != "buffer"]
 
 
 # --------------------------------------------------------------------- inputs
 
 
-def _load_side(value: Any, schema: str, what: str) -> tuple[Mapping[str, Any] | None, str]:
+def _load_side(value: Any, cls: type, what: str) -> tuple[Any, str]:
+    """A noise or diff input as its typed result: a result object, a dict or a file path."""
     if value is None:
         return None, ""
-    if hasattr(value, "to_dict") and not isinstance(value, Mapping):  # a NoiseResult / diff result object
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        check_schema(value, schema, what)
+    if isinstance(value, cls):
         return value, what
-    data = read_json(value)
-    check_schema(data, schema, str(value))
-    return data, str(value)
+    if isinstance(value, Mapping):
+        return cls.from_dict(value, origin=what), what
+    return cls.from_json(value), str(value)
 
 
 def _load_analysis(source: Any, analyze_options: Mapping[str, Any]) -> tuple[Analysis | None, str, dict]:
-    """``(analysis, description, side files found in source)`` for whatever ``source`` is."""
+    """``(analysis, description, side inputs found in source)`` for whatever ``source`` is."""
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
+
     if source is None:
         return None, "", {}
     if isinstance(source, Analysis):
         return source, source.checkpoint or "analysis", {}
+    if isinstance(source, (NoiseResult, DiffResult)):
+        key = "noise" if isinstance(source, NoiseResult) else "diff"
+        return None, "", {key: source, f"{key}_origin": key}
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".json":
         data = read_json(source)
-        schema = str(data.get("schema", ""))
-        if schema.startswith("spectra.noise/"):
-            return None, "", {"noise": data, "noise_origin": str(source)}
-        if schema.startswith("spectra.diff/"):
-            return None, "", {"diff": data, "diff_origin": str(source)}
+        family = str(data.get("schema", "")).partition("/")[0]
+        for key, cls in (("noise", NoiseResult), ("diff", DiffResult)):
+            if family == cls.schema.partition("/")[0]:
+                return None, "", {key: cls.from_dict(data, origin=str(source)), f"{key}_origin": str(source)}
         return Analysis.from_dict(data, origin=str(source)), str(source), {}
     from ..analysis import analyze  # a checkpoint (path, state dict or module): analyse it first
 
@@ -188,11 +200,11 @@ def _rows_for(info: RuleInfo, metric: str, analysis: Analysis | None, side: dict
     if info.inputs in ("analysis", "depth"):
         if analysis is None:
             raise ConfigError(f"method {info.name!r} needs an analysis: give an analysis JSON "
-                              "(spectra analyze CKPT -o analysis.json) or a checkpoint")
+                              "(`spectra analyze CKPT -o analysis.json`) or a checkpoint")
         return rows_from_analysis(analysis, metric)
     if info.inputs == "noise":
         if side.get("noise") is None:
-            raise ConfigError("method 'noise' needs a gradient-noise file: run `spectra noise CKPT --task NAME "
+            raise ConfigError("method 'noise' needs a gradient-noise file: run `spectra noise --task NAME --checkpoint CKPT "
                               "-o noise.json` first, then pass --noise noise.json")
         return rows_from_noise(side["noise"], metric, origin=side.get("noise_origin") or "noise file")
     if side.get("diff") is None:
@@ -230,7 +242,8 @@ def prescribe(
         norms: ``follow`` or ``base`` for attached biases and norms (default: the rule's).
         noise, diff: a ``spectra.noise/1`` / ``spectra.diff/1`` path, dict or result object.
         analyze_options: keyword options for :func:`spectra.analyze` when ``source`` is a
-            checkpoint; HT-SR rules default to ``fit="median"``, the anchors' estimator.
+            checkpoint; HT-SR rules default to :data:`REFERENCE_ANALYSIS` (the anchors' estimator:
+            median fit on float32 ``svdvals``); ``None`` values mean "the default".
         **options: the rule's own options (``min_ratio``, ``max_ratio``, ``decay``, ...).
 
     Example:
@@ -254,19 +267,25 @@ def prescribe(
     bounds = parse_clip(clip) if clip is not None else info.clip
     rule_options = info.resolve(options)
 
-    analyze_options = dict(analyze_options or {})
-    if info.inputs == "analysis":  # the HT-SR anchors fit alpha with xmin at the median eigenvalue
-        analyze_options.setdefault("fit", "median")
+    analyze_options = {k: v for k, v in dict(analyze_options or {}).items() if v is not None}
+    if info.inputs == "analysis":
+        for key, value in REFERENCE_ANALYSIS.items():
+            analyze_options.setdefault(key, value)
     analysis, described, side = _load_analysis(source, analyze_options)
-    for key, value, schema in (("noise", noise, NOISE_SCHEMA), ("diff", diff, DIFF_SCHEMA)):
-        data, origin = _load_side(value, schema, key)
-        if data is not None:
-            side[key], side[f"{key}_origin"] = data, origin
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
+
+    for key, value, cls in (("noise", noise, NoiseResult), ("diff", diff, DiffResult)):
+        result, origin = _load_side(value, cls, key)
+        if result is not None:
+            side[key], side[f"{key}_origin"] = result, origin
     rows = _rows_for(info, metric, analysis, side)
     decisions = run_rule(info, rows, rule_options, metric)
     multipliers = _finish(rows, decisions, normalize, bounds)
 
     entries, params = _entries(rows, decisions, multipliers, norms, metric)
+    if analysis is not None and info.inputs in ("analysis", "depth"):
+        described = f"{described} ({_order_note(analysis)})"
     sources = [s for s in (described, side.get("noise_origin"), side.get("diff_origin")) if s]
     recorded = {"metric": metric, "normalize": normalize, "clip": list(bounds) if bounds else None, "norms": norms,
                 **rule_options}
@@ -278,6 +297,14 @@ def prescribe(
     n = sum(d.prescribed for d in decisions)
     _logger.info("%s: %d of %d layers prescribed, %d parameters mapped", method, n, len(rows), len(params))
     return lrmap
+
+
+def _order_note(analysis: Analysis) -> str:
+    """Which layer order the rows followed: the analysis's ``order`` (:mod:`spectra.structure`)."""
+    order, source = analysis.config.get("order"), analysis.config.get("order_source")
+    if not order:
+        return "order: as listed in the analysis"
+    return f"order: {order}, {source}" if source else f"order: {order}"
 
 
 def _finish(rows: Sequence[LayerRow], decisions: list[Decision], normalize: str,
@@ -310,23 +337,40 @@ def _finish(rows: Sequence[LayerRow], decisions: list[Decision], normalize: str,
     return out
 
 
+def _module_of(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else ""
+
+
 def _entries(rows: Sequence[LayerRow], decisions: list[Decision], finished: list[tuple[float, str]], norms: str,
              metric: str, default: float = 1.0) -> tuple[list[LayerEntry], dict[str, float]]:
-    entries: list[LayerEntry] = []
+    prescribed = [math.isfinite(m) for m, _ in finished]
+    mults = [m if ok else default for (m, _), ok in zip(finished, prescribed)]
+    by_name = {row.name: i for i, row in enumerate(rows)}
     collected: dict[str, list[float]] = {}
-    for row, (m, reason) in zip(rows, finished):
-        prescribed = math.isfinite(m)
-        mult = m if prescribed else default
-        covered: list[str] = []
-        if row.is_layer or prescribed:  # tensors skipped for their type (buffers, int weights) are not params
-            covered.append(row.param)
-            collected.setdefault(row.param, []).append(mult)
-            for key in row.attached:
-                covered.append(key)
-                collected.setdefault(key, []).append(mult if norms == "follow" else default)
-        entries.append(LayerEntry(name=row.name, param=row.param, depth=row.depth, metric=metric, value=row.value,
-                                  multiplier=mult, reason=reason, params=tuple(dict.fromkeys(covered)),
-                                  prescribed=prescribed))
+    covered: list[list[str]] = [[] for _ in rows]
+
+    def put(key: str, value: float, row: int | None) -> None:
+        collected.setdefault(key, []).append(value)
+        if row is not None:
+            covered[row].append(key)
+
+    for i, row in enumerate(rows):
+        if not (row.is_layer or prescribed[i]):  # tensors skipped for their type (buffers, int weights)
+            continue
+        put(row.param, mults[i], i)
+        module = _module_of(row.param)
+        for key in row.attached:
+            owner = _module_of(key)
+            if owner == module or norms == "follow":  # its own bias, or every norm under "follow"
+                put(key, mults[i], i)
+            elif norms == "name" and "bn" in owner and (j := by_name.get(owner.replace("bn", "conv"))) is not None \
+                    and prescribed[j]:
+                put(key, mults[j], j)
+            else:
+                put(key, default, None)
+    entries = [LayerEntry(name=row.name, param=row.param, depth=row.depth, metric=metric, value=row.value,
+                          multiplier=mults[i], reason=finished[i][1], params=tuple(dict.fromkeys(covered[i])),
+                          prescribed=prescribed[i]) for i, row in enumerate(rows)]
     # a tensor shared by several rows (mixture-of-experts stacks) gets the mean of their multipliers
     params = {k: (v[0] if len(v) == 1 else sum(v) / len(v)) for k, v in collected.items()}
     return entries, params

@@ -23,14 +23,12 @@ Missing numbers are ``null``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from .._version import __version__
 from ..errors import FormatError
-from ..results import check_schema, jsonable, read_json, write_json
+from ..records import Record, ResultFile, checked
 
 __all__ = ["LRMAP_SCHEMA", "LayerEntry", "LRMap"]
 
@@ -39,7 +37,7 @@ TARGETS = ("lr", "weight_decay")
 
 
 @dataclass(frozen=True)
-class LayerEntry:
+class LayerEntry(Record):
     """What a rule decided for one layer.
 
     Attributes:
@@ -57,45 +55,17 @@ class LayerEntry:
 
     name: str
     param: str
-    depth: int
+    depth: int = checked(ge=0)
     metric: str
     value: float
-    multiplier: float
+    multiplier: float = checked(finite=True, ge=0)
     reason: str = ""
     params: tuple[str, ...] = ()
     prescribed: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "param": self.param,
-            "params": list(self.params),
-            "depth": int(self.depth),
-            "metric": self.metric,
-            "value": jsonable(self.value),
-            "multiplier": jsonable(self.multiplier),
-            "reason": self.reason,
-            "prescribed": self.prescribed,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerEntry":
-        value = data.get("value")
-        return cls(
-            name=str(data["name"]),
-            param=str(data.get("param", "")),
-            depth=int(data.get("depth") or 0),
-            metric=str(data.get("metric", "")),
-            value=float("nan") if value is None else float(value),
-            multiplier=_number(data.get("multiplier"), f"layer {data['name']!r} multiplier"),
-            reason=str(data.get("reason", "")),
-            params=tuple(str(p) for p in data.get("params") or ()),
-            prescribed=bool(data.get("prescribed", True)),
-        )
-
 
 @dataclass(frozen=True)
-class LRMap:
+class LRMap(ResultFile):
     """Per-parameter learning-rate (or weight-decay) multipliers with their provenance.
 
     >>> m = LRMap(method="demo", params={"fc.weight": 2.0})
@@ -103,14 +73,17 @@ class LRMap:
     (2.0, 1.0)
     """
 
+    schema = LRMAP_SCHEMA
+    json_order = ("method", "target", "options", "source", "default", "params", "layers")
+
     method: str
-    params: Mapping[str, float]
+    params: Mapping[str, float] = checked(finite=True, ge=0)
     layers: tuple[LayerEntry, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
-    default: float = 1.0
-    target: str = "lr"
-    wd_params: Mapping[str, float] | None = None
+    default: float = checked(1.0, finite=True, ge=0)
+    target: str = checked("lr", choices=TARGETS)
+    wd_params: Mapping[str, float] | None = checked(None, finite=True, ge=0, omit_none=True)
     spectra_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -152,67 +125,3 @@ class LRMap:
         for entry in self.layers:
             groups.setdefault(int(entry.depth), []).append(float(entry.multiplier))
         return [(d, sum(v) / len(v), min(v), max(v), len(v)) for d, v in sorted(groups.items())]
-
-    # ------------------------------------------------------------ serialise
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "schema": LRMAP_SCHEMA,
-            "spectra_version": self.spectra_version,
-            "method": self.method,
-            "target": self.target,
-            "options": jsonable(dict(self.options)),
-            "source": self.source,
-            "default": self.default,
-            "params": {k: jsonable(v) for k, v in self.params.items()},
-            "layers": [entry.to_dict() for entry in self.layers],
-        }
-        if self.wd_params is not None:
-            data["wd_params"] = {k: jsonable(v) for k, v in self.wd_params.items()}
-        return data
-
-    def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
-        """Serialise to ``spectra.lrmap/1`` JSON; also write it to ``path`` when given."""
-        import json
-
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
-            write_json(self.to_dict(), path, indent=indent)
-        return text
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "lrmap") -> "LRMap":
-        check_schema(data, LRMAP_SCHEMA, origin)
-        try:
-            params = {str(k): _number(v, f"params[{k!r}]") for k, v in dict(data["params"]).items()}
-            wd = data.get("wd_params")
-            wd_params = None if wd is None else {str(k): _number(v, f"wd_params[{k!r}]") for k, v in dict(wd).items()}
-            return cls(
-                method=str(data.get("method", "")),
-                params=params,
-                layers=tuple(LayerEntry.from_dict(rec) for rec in data.get("layers") or ()),
-                options=dict(data.get("options") or {}),
-                source=str(data.get("source", "")),
-                default=_number(data.get("default", 1.0), "default"),
-                target=str(data.get("target", "lr")),
-                wd_params=wd_params,
-                spectra_version=str(data.get("spectra_version", "")),
-            )
-        except FormatError as exc:
-            raise FormatError(f"{origin}: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise FormatError(f"{origin}: not a valid {LRMAP_SCHEMA} file ({exc!r})") from None
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "LRMap":
-        """Read a ``spectra.lrmap/1`` file written by :meth:`to_json` or ``spectra prescribe -o``."""
-        return cls.from_dict(read_json(path), origin=str(path))
-
-
-def _number(value: Any, what: str) -> float:
-    """A finite, non-negative multiplier, or :class:`FormatError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FormatError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise FormatError(f"{what} must be a finite number >= 0, got {value!r}")
-    return value

@@ -25,8 +25,11 @@ __all__ = ["LayerRow", "Decision", "RuleInfo", "register_rule", "get_rule", "lis
 
 #: Where a rule's per-layer metric comes from.
 INPUTS = ("analysis", "depth", "noise", "diff")
-#: What happens to the biases and norm weights attached to a layer.
-NORMS = ("follow", "base")
+#: What happens to the norm weights attached to a layer (a layer's own bias always follows it):
+#: ``follow`` they take the layer's multiplier; ``base`` they keep the default; ``name`` a BatchNorm
+#: whose name with ``bn`` replaced by ``conv`` is a prescribed layer follows it and every other norm
+#: keeps the default (TempBalance's ``batchnorm_type='name'`` with ``layernorm=False``).
+NORMS = ("follow", "base", "name")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class LayerRow:
         status: ``success``, ``failed`` or ``skipped`` in the input.
         reason: the input's reason for a non-success status.
         num_evals: number of eigenvalues behind the metric (``None`` when not spectral).
-        attached: 0-D/1-D parameter keys (biases, norms) that belong to this layer.
+        attached: 0-D/1-D parameter keys (biases, norms) that belong to this layer: those of its own
+            module (its bias) and the norms next to it.
         unreliable: why the metric is too uncertain to act on (empty when it is not; set from a
             noise file's ``reliable: false`` and ``reliable_reason``).
     """
@@ -68,7 +72,7 @@ class LayerRow:
         """A weight matrix, analysed or not: only tensors skipped for their type (integer or
         quantized weights, tensors of unknown kind) are not. A classifier head too small for a
         spectral fit (fewer eigenvalues than ``min_evals``) is still a layer at its depth."""
-        return self.status != "skipped" or self.kind not in ("", "skipped", "vector")
+        return self.status != "skipped" or self.kind not in ("", "skipped", "vector", "buffer")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class RuleInfo:
         inputs: where rows come from (one of :data:`INPUTS`).
         metric: the metric read by default (``depth`` for depth rules).
         target: ``lr`` or ``weight_decay``.
-        norms: default for ``--norms``: whether attached biases/norms follow their layer.
+        norms: default for ``--norms`` (:data:`NORMS`): what the norms next to a layer do.
         clip: default ``(lo, hi)`` clip, or ``None``.
         defaults: the rule's own options and their default values.
         source: citation (paper and code) for the formula.
@@ -124,8 +128,35 @@ class RuleInfo:
             raise ConfigError(f"option {', '.join(unknown)} does not apply to rule {self.name!r} "
                               f"(its options: {valid})")
         resolved = dict(self.defaults)
-        resolved.update(options)
+        resolved.update({k: _coerce(self.name, k, v, self.defaults[k]) for k, v in options.items()})
         return resolved
+
+
+def _coerce(rule: str, name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the option's default (a ``None`` default takes a number or None);
+    anything else is a :class:`ConfigError` naming the option (``--set eigs_thresh=abc``)."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"option {name} of rule {rule!r} must be {what}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            raise bad("an integer")
+        return value
+    if isinstance(default, float) or default is None:
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")
+    return value
 
 
 _REGISTRY: dict[str, RuleInfo] = {}

@@ -9,11 +9,23 @@ those of ``get_layer_temps`` in the reference code, written here as ratios of th
 * sqrt (``tb_sqrt``): ``m_i = n * sqrt(s_i) / sum_j sqrt(s_j)`` (mean multiplier exactly 1);
 * log2 (``tb_log2``): ``m_i = n * log2(s_i) / sum_j log2(s_j)`` (mean exactly 1; needs s > 1).
 
-Layer selection follows ``build_optimizer_param_group``: the first and last analysed Linear/Conv
-layer can be excluded (``exclude_first``/``exclude_last``, TempBalance's ``remove_first_layer`` and
-``remove_last_layer``) and layers with fewer than ``eigs_thresh`` eigenvalues are left at the
-default. Layers whose fit failed never enter the min/max or the sums, so they cannot move the other
-layers' multipliers.
+Layer selection follows ``build_optimizer_param_group`` of the reference code, step by step, on the
+layers in model order (:mod:`spectra.structure`):
+
+1. the tuned modules: ``nn.Linear`` and ``nn.Conv2d`` (TempBalance, AlphaDecay), plus ``nn.Embedding``
+   (LLR); HF ``Conv1D`` counts as Linear (the reference's ``isinstance`` test would miss GPT-2's
+   projections, not by design), ``nn.Conv1d`` kernels and fused expert stacks are not tuned;
+2. the first and the last of them in ``named_modules()`` order are excluded (``exclude_first`` /
+   ``exclude_last``, the reference's ``remove_first_layer`` / ``remove_last_layer``) *before*
+3. layers with fewer than ``eigs_thresh`` eigenvalues are dropped; spectra also leaves layers whose
+   fit failed (the reference would map a NaN) at the default.
+
+A tuned layer's own parameters (its bias) take its multiplier, as the reference puts
+``module.parameters()`` in the layer's group; norms follow TempBalance's ``batchnorm_type='name'``
+rule (``--norms name``): a BatchNorm named like its convolution (``bn`` -> ``conv``) follows it, every
+other norm (LayerNorm: ``layernorm=False``) stays at the default. The metric is alpha from the
+``median`` fit (``pl_fitting='median'``, ``filter_zeros=False``). With these defaults the maps equal
+the reference code's on all-MiniLM-L6-v2 to 1e-6 per parameter (tests/prescribe/test_reference.py).
 
 Sources: He et al., "One LR Doesn't Fit All" (arXiv 2605.22297; hed-ucas/Layer-wise-Learning-Rate,
 ``olmo/LRUnbalance.py``); Zhou et al., "Temperature Balancing, Layer-wise Weight Analysis, and Neural
@@ -24,19 +36,21 @@ al., "AlphaDecay" (arXiv 2506.14562; hed-ucas/AlphaDecay ``WeightDecayUnbalance.
 from __future__ import annotations
 
 import math
-import re
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..layers import EMBEDDING_PATTERN
 from .registry import Decision, LayerRow, leave, register_rule
 
 __all__ = ["llr", "tempbalance", "tb_sqrt", "tb_log2", "alphadecay", "linear_map"]
 
-#: Layer kinds TempBalance and AlphaDecay tune (``nn.Linear``/``nn.Conv2d``; not embeddings).
-TB_KINDS = ("linear", "conv2d", "conv1d", "expert", "")
+#: Layer kinds TempBalance and AlphaDecay tune (``nn.Linear``/``nn.Conv2d``); "" is a row whose input
+#: did not say (a noise or diff record), taken as a Linear.
+TB_KINDS = ("linear", "conv2d", "")
+#: LLR also tunes ``nn.Embedding``.
+LLR_KINDS = TB_KINDS + ("embedding",)
 
 
 def linear_map(values: Sequence[float], lo: float, hi: float) -> list[float]:
@@ -57,28 +71,33 @@ def _check_ratios(min_ratio: float, max_ratio: float) -> None:
 
 
 def _select(
-    rows: Sequence[LayerRow], *, kinds: tuple[str, ...] | None, exclude_first: bool, exclude_last: bool,
+    rows: Sequence[LayerRow], *, kinds: tuple[str, ...], exclude_first: bool, exclude_last: bool,
     eigs_thresh: int, who: str,
 ) -> tuple[list[int], dict[int, str]]:
-    """Indices of rows a TempBalance-style rule maps, and a reason for every other row."""
+    """Indices of rows a TempBalance-style rule maps, and a reason for every other row.
+
+    ``build_optimizer_param_group``: first/last among the tuned modules (whatever their fit), then
+    the ``eigs_thresh`` filter; spectra also drops rows without a usable metric.
+    """
     reasons: dict[int, str] = {}
-    candidates: list[int] = []
+    tuned: list[int] = []
     for i, row in enumerate(rows):
-        if kinds is not None and row.kind not in kinds:
-            reasons[i] = f"{row.kind} layers are not tuned ({who})"
+        if row.is_layer and row.kind in kinds:
+            tuned.append(i)
+        else:
+            reasons[i] = f"{row.kind or 'this'} tensor is not tuned by {who}" if row.is_layer else \
+                (f"{row.status}: {row.reason}" if row.reason else "not a layer")
+    if exclude_first and tuned:
+        reasons[tuned.pop(0)] = f"first layer excluded ({who} remove_first_layer)"
+    if exclude_last and tuned:
+        reasons[tuned.pop()] = f"last layer excluded ({who} remove_last_layer)"
+    kept = []
+    for i in tuned:
+        row = rows[i]
+        if row.num_evals is not None and 0 < row.num_evals < eigs_thresh:
+            reasons[i] = f"{row.num_evals} eigenvalues < eigs_thresh {eigs_thresh}"
         elif not row.usable:
             reasons[i] = f"no usable metric ({row.status}{': ' + row.reason if row.reason else ''})"
-        else:
-            candidates.append(i)
-    if exclude_first and candidates:
-        reasons[candidates.pop(0)] = f"first layer excluded ({who} remove_first_layer)"
-    if exclude_last and candidates:
-        reasons[candidates.pop()] = f"last layer excluded ({who} remove_last_layer)"
-    kept = []
-    for i in candidates:
-        n = rows[i].num_evals
-        if n is not None and n < eigs_thresh:
-            reasons[i] = f"{n} eigenvalues < eigs_thresh {eigs_thresh}"
         else:
             kept.append(i)
     return kept, reasons
@@ -91,31 +110,24 @@ def _assemble(n: int, kept: list[int], values: list[float], reasons: dict[int, s
     return out
 
 
-_LLR_HEAD = re.compile(r"(^|[._])(lm_head|head|embed_out)([._]|$)", re.IGNORECASE)
-
-
-def _is_embed_or_head(row: LayerRow) -> bool:
-    """LLR's ``embed_name='embed'`` / ``head_name='head'`` test, on whole name parts.
-
-    LLR matches substrings; whole parts keep ``multi_head_attn.q`` from counting as a head.
-    """
-    return row.kind == "embedding" or bool(EMBEDDING_PATTERN.search(row.name) or _LLR_HEAD.search(row.name))
-
-
 @register_rule(
     "llr",
     description="LLR (One LR Doesn't Fit All): alpha linearly to [1, 5] x base; embeddings and head at the max",
-    norms="base",
+    norms="name",
     source="He et al. 2026, arXiv 2605.22297; hed-ucas/Layer-wise-Learning-Rate olmo/LRUnbalance.py",
 )
-def llr(rows: Sequence[LayerRow], *, min_ratio: float = 1.0, max_ratio: float = 5.0, eigs_thresh: int = 50) -> list[Decision]:
-    """Heavy-tail guided layerwise LR (LLR).
+def llr(rows: Sequence[LayerRow], *, min_ratio: float = 1.0, max_ratio: float = 5.0, eigs_thresh: int = 50,
+        exclude_first: bool = False, exclude_last: bool = False, embed_name: str = "embed",
+        head_name: str = "head") -> list[Decision]:
+    """Heavy-tail guided layerwise LR (LLR), as ``layerTempbalance`` computes it.
 
-    ``m_i = interp(alpha_i, [alpha_min, alpha_max], [min_ratio, max_ratio])`` over every analysed
-    Linear/Conv layer (defaults 1 and 5, the README and run scripts), so every layer trains at or
-    above the base LR and there is no renormalisation. Embeddings and the LM head (``embed`` or
-    ``head`` in the name) get ``max_ratio``, as LLR overwrites their alpha with the largest one;
-    norms stay at the base LR (``--norms base``).
+    ``m_i = interp(alpha_i, [alpha_min, alpha_max], [min_ratio, max_ratio])`` over the Linear, Conv2d
+    and Embedding layers (ratios 1 and 5: the README and run scripts; ``remove_first_layer`` and
+    ``remove_last_layer`` False: ``LLRConfig``), so every layer trains at or above the base LR and
+    there is no renormalisation. A layer whose name contains ``embed_name`` or ``head_name`` (plain
+    substrings, as in the reference: ``multihead`` counts) takes the largest alpha and the largest
+    eigenvalue count of all tuned layers, small ones included, before the ``eigs_thresh`` filter,
+    so it gets ``max_ratio`` and that alpha is the top of everyone's range.
 
     >>> rows = [LayerRow("embed", "embed.weight", 0, "embedding", 9.0),
     ...         LayerRow("l.0.fc", "l.0.fc.weight", 1, value=2.0), LayerRow("l.1.fc", "l.1.fc.weight", 2, value=4.0),
@@ -124,15 +136,21 @@ def llr(rows: Sequence[LayerRow], *, min_ratio: float = 1.0, max_ratio: float = 
     [5.0, 1.0, 5.0, 3.0]
     """
     _check_ratios(min_ratio, max_ratio)
-    body = [i for i, row in enumerate(rows) if not _is_embed_or_head(row)]
-    kept, reasons = _select([rows[i] for i in body], kinds=None, exclude_first=False, exclude_last=False,
+    tuned = [i for i, row in enumerate(rows) if row.is_layer and row.kind in LLR_KINDS]
+    special = {i for i in tuned if embed_name in rows[i].name or head_name in rows[i].name}
+    others = [rows[i] for i in tuned if i not in special]
+    alphas = [row.value for row in others if row.usable]
+    counts = [row.num_evals for row in others if row.num_evals]
+    rows = list(rows)
+    for i in special:  # the reference's alpha = -1 / eigs_num = -1, then overwritten with the maxima
+        rows[i] = replace(rows[i], value=max(alphas) if alphas else math.nan, status="success" if alphas else "failed",
+                          num_evals=max(counts) if counts else None,
+                          reason="" if alphas else "no other layer has an alpha to take the maximum of")
+    kept, reasons = _select(rows, kinds=LLR_KINDS, exclude_first=exclude_first, exclude_last=exclude_last,
                             eigs_thresh=eigs_thresh, who="LLR")
-    kept_rows = [body[i] for i in kept]
-    mapped = linear_map([rows[i].value for i in kept_rows], min_ratio, max_ratio)
-    out = _assemble(len(rows), kept_rows, mapped, {body[i]: r for i, r in reasons.items()})
-    for i, row in enumerate(rows):
-        if _is_embed_or_head(row) and row.is_layer:
-            out[i] = Decision(max_ratio, "embedding/head at max_ratio (LLR)")
+    out = _assemble(len(rows), kept, linear_map([rows[i].value for i in kept], min_ratio, max_ratio), reasons)
+    for i in special.intersection(kept):
+        out[i] = Decision(out[i].multiplier, f"'{embed_name}'/'{head_name}' layer at the largest alpha (LLR)")
     return out
 
 
@@ -152,16 +170,18 @@ def _tb(rows: Sequence[LayerRow], mapping: Callable[[list[float]], list[float]],
 
 @register_rule(
     "tempbalance",
-    description="TempBalance: alpha linearly to [0.5, 1.5] x base; first/last layer and embeddings at base",
+    description="TempBalance: alpha linearly to [0.5, 1.5] x base; first/last Linear/Conv2d and embeddings at base",
+    norms="name",
     source="Zhou et al., NeurIPS 2023, arXiv 2312.00359; YefanZhou/TempBalance tempbalance.py (tb_linear_map)",
 )
 def tempbalance(rows: Sequence[LayerRow], *, min_ratio: float = 0.5, max_ratio: float = 1.5, exclude_first: bool = True,
                 exclude_last: bool = True, eigs_thresh: int = 50) -> list[Decision]:
     """TempBalance's default ``tb_linear_map``: ``m_i = interp(alpha_i, [min, max], [0.5, 1.5])``.
 
-    Only Linear/Conv layers are tuned; the first and last of them are excluded by default and
-    norms follow their layer (``batchnorm=True``), as in the reference code. The mean multiplier
-    is only roughly 1: the endpoints are pinned, not the mean.
+    Only Linear/Conv2d layers are tuned; the first and last of them in model order are excluded by
+    default; biases follow their layer, BatchNorms follow their conv by name and LayerNorms stay at
+    the base LR (``batchnorm=True``, ``layernorm=False``), as in the reference code. The mean
+    multiplier is only roughly 1: the endpoints are pinned, not the mean.
 
     >>> rows = [LayerRow(f"l.{i}", f"l.{i}.weight", i, value=v) for i, v in enumerate([9.0, 2.0, 3.0, 6.0, 9.0])]
     >>> [d.multiplier for d in tempbalance(rows)][1:4]
@@ -184,6 +204,7 @@ def _log2_map(values: list[float]) -> list[float]:
 
 @register_rule(
     "tb-sqrt",
+    norms="name",
     description="TempBalance tb_sqrt: n * sqrt(alpha_i) / sum sqrt(alpha), mean multiplier exactly 1",
     source="Zhou et al., NeurIPS 2023; YefanZhou/TempBalance tempbalance.py get_layer_temps (tb_sqrt)",
 )
@@ -201,6 +222,7 @@ def tb_sqrt(rows: Sequence[LayerRow], *, exclude_first: bool = True, exclude_las
 
 @register_rule(
     "tb-log2",
+    norms="name",
     description="TempBalance tb_log2: n * log2(alpha_i) / sum log2(alpha), mean multiplier exactly 1",
     source="Zhou et al., NeurIPS 2023; YefanZhou/TempBalance tempbalance.py get_layer_temps (tb_log2)",
 )
@@ -220,16 +242,17 @@ def tb_log2(rows: Sequence[LayerRow], *, exclude_first: bool = True, exclude_las
     "alphadecay",
     description="AlphaDecay: weight decay, alpha linearly to [0.666, 3] x base; first/last layer at base",
     target="weight_decay",
-    norms="base",
+    norms="name",
     source="He et al. 2025, arXiv 2506.14562; hed-ucas/AlphaDecay LLaMa-pretraining/WeightDecayUnbalance.py",
 )
 def alphadecay(rows: Sequence[LayerRow], *, min_ratio: float = 0.666, max_ratio: float = 3.0, exclude_first: bool = True,
                exclude_last: bool = True, eigs_thresh: int = 50) -> list[Decision]:
     """Module-wise weight decay: ``wd_i = wd * interp(alpha_i, [min, max], [0.666, 3])``.
 
-    A lighter tail (larger alpha) gets stronger decay. Embeddings are not analysed in AlphaDecay, so
-    "first" is the first Linear (``q_proj`` of layer 0) and "last" the LM head; both, and the
-    norms, keep the uniform weight decay.
+    A lighter tail (larger alpha) gets stronger decay. Embeddings are not tuned in AlphaDecay, so
+    "first" is the first Linear in model order (``q_proj`` of layer 0) and "last" the LM head (a
+    BERT encoder's pooler); both, and the LayerNorms, keep the uniform weight decay; biases follow
+    their layer (``--remove_first_layer``/``--remove_last_layer`` True, ``torchrun_main.py``).
 
     >>> rows = [LayerRow(f"l.{i}", f"l.{i}.weight", i, value=v) for i, v in enumerate([5.0, 2.0, 4.0, 3.0])]
     >>> [round(d.multiplier, 4) for d in alphadecay(rows, exclude_first=False, exclude_last=False, eigs_thresh=0)]

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..errors import SpectraError
 
-__all__ = ["find_chromium", "Chromium", "Page", "BrowserError", "screenshot"]
+__all__ = ["find_chromium", "Chromium", "Page", "BrowserError", "screenshot", "screenshots"]
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -221,12 +222,21 @@ class Page:
         data = self.browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False},
                                  session=self.session)["data"]
         path = Path(path)
-        path.write_bytes(base64.b64decode(data))
+        atomic_write(path, base64.b64decode(data))
         return path
 
 
 def screenshot(html: str | Path, png: str | Path, *, width: int = 1400, full_page: bool = True) -> Path:
     """Render ``html`` in headless Chromium and save a PNG screenshot (see :class:`Chromium`)."""
+    return screenshots(html, [(png, width)], full_page=full_page)[0]
+
+
+def screenshots(html: str | Path, shots: list[tuple[str | Path, int]], *, full_page: bool = True,
+                max_height: int = 30000) -> list[Path]:
+    """Full-page PNGs of ``html`` at several viewport widths (``[(path, width), ...]``), one browser."""
+    out = []
     with Chromium() as browser:
-        page = browser.open(html, width=width)
-        return page.screenshot(png, width=width, full_page=full_page)
+        for png, width in shots:
+            page = browser.open(html, width=width)
+            out.append(page.screenshot(png, width=width, full_page=full_page, max_height=max_height))
+    return out

@@ -1,42 +1,78 @@
 """Assemble the one-file HTML report: load inputs, prepare sections, render the Jinja2 template.
 
 The page is self-contained (inline CSS, a small inline script, inline SVG charts, no network) and
-safe for untrusted checkpoints: the template autoescapes every value, the only ``|safe`` values are
-SVG this package draws itself plus the bundled CSS/JS, and the one JSON blob the script reads is
-dumped with ``<``, ``>``, ``&`` and line separators escaped (:func:`safe_json`).
+safe for untrusted checkpoints, in three layers:
+
+* every value the template prints first passes :func:`spectra._visible.visible` (the environment's
+  ``finalize``), so control characters and bidi overrides in a layer name show as ``\\u202e``
+  instead of reordering the text, and is then autoescaped; the only ``|safe`` values are SVG this
+  package draws itself plus the bundled CSS/JS;
+* the one JSON blob the script reads is made visible the same way and dumped with ``<``, ``>``,
+  ``&`` and line separators escaped (:func:`safe_json`);
+* the Content-Security-Policy allows no network and runs only the page's own script, named by its
+  SHA-256 hash (:func:`script_hash`), so an injected ``<script>`` or ``onerror=`` attribute would
+  not run even if escaping failed.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .._files import atomic_write
 from .._version import __version__
+from .._visible import visible
 from ..errors import ConfigError, FormatError, require
-from ..results import ANALYSIS_SCHEMA, Analysis, check_schema, read_json
-from . import build, sections
+from ..results import ANALYSIS_SCHEMA, Analysis, read_json
+from . import build, findings, sections
 
-__all__ = ["render_report", "write_report", "load_analysis", "load_json", "safe_json"]
+__all__ = ["render_report", "write_report", "load_analysis", "load_json", "load_side", "safe_json", "script_hash"]
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
-LRMAP_SCHEMA, NOISE_SCHEMA, DIFF_SCHEMA = "spectra.lrmap/1", "spectra.noise/1", "spectra.diff/1"
+
+
+def _visible_strings(data: Any) -> Any:
+    if isinstance(data, str):
+        return visible(data)
+    if isinstance(data, Mapping):
+        return {visible(k): _visible_strings(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_visible_strings(v) for v in data]
+    return data
 
 
 def safe_json(data: Any) -> str:
-    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no ``<!--``).
+    """JSON that is safe inside an HTML ``<script>`` element (no ``</script>``, no ``<!--``), with
+    every string made :func:`~spectra._visible.visible` first.
 
     >>> safe_json({"name": "</script><b>"})
     '{"name": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
     """
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+    text = json.dumps(_visible_strings(data), ensure_ascii=False, allow_nan=False, default=str)
     for char, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                       ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, esc)
     return text
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script: ``'sha256-<base64 digest>'``."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _finalize(value: Any) -> Any:
+    """Every value the template prints: markup this package made is kept, text is made visible."""
+    from markupsafe import Markup
+
+    if value is None or isinstance(value, (Markup, bool, int, float)):
+        return value
+    return visible(value)
 
 
 def load_analysis(source: Any, **analyze_options: Any) -> Analysis:
@@ -46,44 +82,46 @@ def load_analysis(source: Any, **analyze_options: Any) -> Analysis:
     path = Path(source) if isinstance(source, (str, Path)) else None
     if path is not None and path.suffix.lower() == ".json" and path.is_file():
         data = read_json(path)
-        if str(data.get("schema", "")).startswith("spectra.") and not str(data["schema"]).startswith("spectra.analysis/"):
-            raise FormatError(f"{path}: is a {data['schema']} file; give it with --lrmap, --noise or --diff "
+        schema = data.get("schema")
+        if isinstance(schema, str) and schema.startswith("spectra.") and not schema.startswith("spectra.analysis/"):
+            raise FormatError(f"{path}: is a {schema[:80]} file; give it with --lrmap, --noise or --diff "
                               f"(inputs are checkpoints or {ANALYSIS_SCHEMA} files)")
-        return Analysis.from_json(path)
+        return Analysis._from_file(data, path)
     from ..analysis import analyze
 
     return analyze(source, **analyze_options)
 
 
-def load_json(source: Any, schema: str) -> dict[str, Any] | None:
-    """A side input (LR map, noise, diff) as a dict: from a path, a mapping or an object with ``to_dict``."""
-    if source is None:
-        return None
+def _side_types() -> dict[str, type]:
+    """The side inputs' result types by schema: LR map, noise, diff (imported when first needed)."""
+    from ..diff import DiffResult
+    from ..noise import NoiseResult
+    from ..prescribe import LRMap
+
+    return {cls.schema: cls for cls in (LRMap, NoiseResult, DiffResult)}
+
+
+def load_side(source: Any, schema: str) -> Any:
+    """A side input (LR map, noise, diff) as its typed result, read from a path, a dict or a result
+    object; a malformed file is a :class:`FormatError` naming the field."""
+    cls = _side_types().get(schema)
+    if cls is None:
+        raise ConfigError(f"unknown side input schema {schema!r}")
+    if source is None or isinstance(source, cls):
+        return source
     if isinstance(source, (str, Path)):
-        data = read_json(source)
-        origin = str(source)
-    elif isinstance(source, Mapping):
-        data, origin = dict(source), schema.split("/")[0]
-    elif hasattr(source, "to_dict"):
-        data, origin = dict(source.to_dict()), type(source).__name__
-    elif hasattr(source, "to_json"):
-        data, origin = json.loads(source.to_json()), type(source).__name__
-    else:
-        raise ConfigError(f"cannot read a {schema} input from a {type(source).__name__}")
-    check_schema(data, schema, origin)
-    return _clean_side(data)
+        return cls.from_json(source)
+    if isinstance(source, Mapping):
+        return cls.from_dict(source, origin=schema.split("/")[0])
+    if hasattr(source, "to_dict"):  # a result-like object from other code
+        return cls.from_dict(source.to_dict(), origin=type(source).__name__)
+    raise ConfigError(f"cannot read a {schema} input from a {type(source).__name__}")
 
 
-def _clean_side(data: dict[str, Any]) -> dict[str, Any]:
-    """Keep only well-shaped parts of a side input: record lists of objects, mappings where
-    mappings are expected (files can be hand-edited; the page must not break on them)."""
-    for key in ("layers", "mismatched", "vectors", "by_depth"):
-        value = data.get(key)
-        data[key] = [r for r in value if isinstance(r, Mapping)] if isinstance(value, list) else []
-    for key in ("options", "summary", "config"):
-        if not isinstance(data.get(key), Mapping):
-            data[key] = {}
-    return data
+def load_json(source: Any, schema: str) -> dict[str, Any] | None:
+    """A side input as the dict the report sections read: :func:`load_side`, then ``to_dict``."""
+    result = load_side(source, schema)
+    return None if result is None else result.to_dict()
 
 
 def _when(stamp: str) -> str:
@@ -131,7 +169,7 @@ def render_report(
     analyses = [build.sanitize(a) for a in analyses]
     if not analyses:
         raise ConfigError("render_report needs at least one analysis")
-    lrmap, noise, diff = load_json(lrmap, LRMAP_SCHEMA), load_json(noise, NOISE_SCHEMA), load_json(diff, DIFF_SCHEMA)
+    lrmap, noise, diff = (load_json(value, schema) for value, schema in zip((lrmap, noise, diff), _side_types()))
     main = analyses[-1]
     style = sections.Style(main)
     metric = sections.metric_section(main, style)
@@ -147,7 +185,9 @@ def render_report(
         if sec:
             labels.update(sec["labels"])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=_finalize)
+    js = (_HERE / "static" / "report.js").read_text(encoding="utf-8")
     ok = main.successful
     context = {
         "title": title or Path(main.checkpoint).name or "spectra report",
@@ -156,13 +196,13 @@ def render_report(
         "analyses": analyses,
         "version": __version__,
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "params": build.param_count(main),
-        "params_h": build.fmt(build.param_count(main)),
+        "params": findings.param_count(main),
+        "params_h": build.fmt(findings.param_count(main)),
         "n_layers": len(main.layers),
         "n_ok": len(ok),
         "options": _options(main.config),
-        "alerts": build.alerts(main, noise=noise, diff=diff),
-        "cards": build.cards(main, lrmap=lrmap, noise=noise, diff=diff),
+        "alerts": findings.alerts(main, noise=noise, diff=diff),
+        "cards": findings.cards(main, lrmap=lrmap, noise=noise, diff=diff),
         "metric": metric,
         "esd": sections.esd_section(main),
         "traj": traj,
@@ -171,10 +211,11 @@ def render_report(
         "diff": diff_sec,
         "columns": columns,
         "rows": rows,
-        "kinds": sorted({r.kind for r in main.layers}),
+        "kinds": build.kinds(main),
         "data_json": safe_json({"labels": labels}),
         "css": (_HERE / "static" / "report.css").read_text(encoding="utf-8"),
-        "js": (_HERE / "static" / "report.js").read_text(encoding="utf-8"),
+        "js": js,
+        "script_src": script_hash(js),
     }
     return env.get_template("report.html.j2").render(**context)
 
@@ -196,9 +237,6 @@ def write_report(
     items: Iterable[Any] = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     analyses = [load_analysis(item, **analyze_options) for item in items]
     html = render_report(analyses, lrmap=lrmap, noise=noise, diff=diff, title=title)
-    out = Path(out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    out = atomic_write(out, html)
     log.info("wrote %s (%.0f kB)", out, len(html.encode()) / 1024)
     return out

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..results import Analysis, LayerResult
-from .build import MAX_ROLES, UPDATE_REF, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
+from .build import MAX_ROLES, depth_ticks, fmt, num, ordered, positions, role, role_colors, roles
+from .findings import UPDATE_REF, diff_facts, noise_facts, noise_measurable, update_steps
 from .plots import BASELINE, OVER, PALETTE, UNDER, Series, depth_chart, trajectory_chart
 from .svg import esd_svg
 
@@ -31,9 +32,13 @@ class Style:
     records may lack ``kind``, which is looked up here by layer name.
     """
 
+    #: The group of a tensor the analysis did not fit (skipped or failed), whatever its ``kind``.
+    NOT_ANALYSED = "not analysed"
+
     def __init__(self, analysis: Analysis | None = None):
         recs = ordered(analysis.successful) if analysis is not None else []
         self.kinds = {r.name: r.kind for r in (analysis.layers if analysis is not None else [])}
+        self.unfitted = {r.name for r in (analysis.layers if analysis is not None else []) if not r.ok}
         items = [(r.name, r.kind) for r in recs]
         self.group = roles(items)
         self.by_kind = len({role(n, k) for n, k in items}) > MAX_ROLES
@@ -42,10 +47,14 @@ class Style:
     def group_of(self, name: str, kind: str = "") -> str:
         if name in self.group:
             return self.group[name]
+        if name in self.unfitted:
+            return self.NOT_ANALYSED
         kind = kind or self.kinds.get(name, "")
         return (kind or "other") if self.by_kind else role(name, kind)
 
     def color(self, group: str) -> str:
+        if group == self.NOT_ANALYSED:
+            return BASELINE
         if group not in self.colors:
             self.colors[group] = PALETTE[min(len(self.colors), len(PALETTE) - 1)]
         return self.colors[group]
@@ -84,8 +93,13 @@ class _Groups:
         return [{"name": g, "color": c} for g, c in self.colors.items()]
 
 
-def _chart(key: str, title: str, svg: str, caption: str = "") -> dict[str, str]:
-    return {"key": key, "title": title, "svg": svg, "caption": caption}
+#: Size (inches) of the phone variant of a full-width chart: the same data drawn at a narrow aspect,
+#: shown instead of the wide drawing below 760 px so that labels keep their size.
+NARROW = (6.2, 3.6)
+
+
+def _chart(key: str, title: str, svg: str, caption: str = "", narrow: str = "") -> dict[str, str]:
+    return {"key": key, "title": title, "svg": svg, "caption": caption, "narrow": narrow}
 
 
 def _ring(rec: LayerResult) -> str:
@@ -101,14 +115,17 @@ def metric_section(analysis: Analysis, style: Style | None = None) -> dict[str, 
     alphas = [num(r.alpha) for r in ok if not math.isnan(num(r.alpha))]
     top = min(max([7.0] + alphas) * 1.05, 12.0)
     bottom = min([1.5] + alphas) * 0.95 if alphas else 1.5
-    alpha_svg = depth_chart(
-        g.series("alpha", lambda n: recs[n].alpha, ring=lambda n: _ring(recs[n]),
-                 interval=lambda n: recs[n].alpha_ci, labels=labels),
-        ylabel="alpha", xticks=g.ticks, band=(2.0, 6.0), ylim=(max(0.0, bottom), top), height=4.0)
-    charts = [_chart("alpha", "alpha against depth", alpha_svg,
+    def alpha_svg(prefix: str, **size: float) -> str:
+        return depth_chart(
+            g.series(prefix, lambda n: recs[n].alpha, ring=lambda n: _ring(recs[n]),
+                     interval=lambda n: recs[n].alpha_ci, labels=labels),
+            ylabel="alpha", xticks=g.ticks, band=(2.0, 6.0), ylim=(max(0.0, bottom), top), **size)
+
+    charts = [_chart("alpha", "alpha against depth", alpha_svg("alpha", height=4.0),
                      "Shaded: the 2–6 band of well-trained layers. Dark outline: flagged as over-trained "
                      "(α < 2) or under-trained (α > 6). Bars: bootstrap intervals where computed. "
-                     "Triangles: beyond the axis. Hover a point for its layer; click to find it in the table.")]
+                     "Triangles: beyond the axis. Hover a point for its layer; click to find it in the table.",
+                     narrow=alpha_svg("alpha-n", width=NARROW[0], height=NARROW[1] + 0.6))]
     small = []
     for key, label, logy in (("alpha_weighted", "alpha_weighted (α · log10 λmax)", False),
                              ("log_norm", "log_norm (log10 ‖W‖²_F)", False),
@@ -132,9 +149,11 @@ def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
             continue
         bulk = (r.bulk_min, r.bulk_max) if not math.isnan(num(r.bulk_max)) else None
         svg = esd_svg(np.asarray(ev), alpha=num(r.alpha), xmin=num(r.xmin), xmax=num(r.xmax),
-                      num_pl_spikes=r.num_pl_spikes, bulk=bulk, uid=f"esd{i}", label="ESD")
-        details = [("alpha", fmt(r.alpha)), ("xmin", fmt(r.xmin)), ("D", fmt(r.D)),
-                   ("tail n", fmt(r.num_pl_spikes)), ("λmax", fmt(r.lambda_max)), ("N × M", f"{r.N} × {r.M}"),
+                      num_pl_spikes=r.num_pl_spikes, D=num(r.D), bulk=bulk, uid=f"esd{i}", label="ESD")
+        n_evals = r.num_evals or len(ev)
+        details = [("alpha", fmt(r.alpha)), ("xmin", fmt(r.xmin)),
+                   ("tail n", f"{fmt(r.num_pl_spikes)} of {fmt(n_evals)}" if r.num_pl_spikes else "–"),
+                   ("D (KS distance)", fmt(r.D)), ("λmax", fmt(r.lambda_max)), ("N × M", f"{r.N} × {r.M}"),
                    ("stable rank", fmt(r.stable_rank))]
         if bulk:
             details += [("MP σ", fmt(r.sigma_mp)), ("MP spikes", fmt(r.num_spikes)), ("bulk", f"{fmt(bulk[0])}–{fmt(bulk[1])}")]
@@ -147,11 +166,12 @@ def esd_section(analysis: Analysis, limit: int = 400) -> dict[str, Any]:
 
 def split_name(name: str) -> tuple[str, str]:
     """``encoder.layer.3.attention.self.query`` -> (``encoder.layer.3``, ``attention.self.query``):
-    the block path and the part inside the block, shown on two lines in the ESD grid."""
+    the block path and the part inside the block, shown on two lines in the ESD grid. Outside
+    numbered blocks the last component is the second line (``embeddings``, ``position_embeddings``)."""
     parts = name.split(".")
     digits = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
     if not digits:
-        return "", name
+        return (".".join(parts[:-1]), parts[-1]) if len(parts) > 1 else ("", name)
     cut = digits[-1] + 1
     return ".".join(parts[:cut]), ".".join(parts[cut:])
 
@@ -169,18 +189,20 @@ def trajectory_section(analyses: Sequence[Analysis], style: Style | None = None)
     groups = {n: style.group_of(n, kinds.get(n, "")) for n in names}
     colors = OrderedDict((g, style.color(g)) for g in dict.fromkeys(groups[n] for n in names))
     mean = [float(np.nanmean([v for v in p.values()])) if p else math.nan for p in per]
-    svg = trajectory_chart(values, [colors[groups[n]] for n in names], mean=mean)
+    line_colors = [colors[groups[n]] for n in names]
+    svg = trajectory_chart(values, line_colors, mean=mean)
+    narrow = trajectory_chart(values, line_colors, mean=mean, gid="trajn", width=NARROW[0], height=NARROW[1])
     delta = {n: {"delta": v[-1] - v[0]} for n, v in zip(names, values)}
-    labels = {f"traj-l{i}": [n] for i, n in enumerate(names)}
+    labels = {f"{gid}-l{i}": [n] for i, n in enumerate(names) for gid in ("traj", "trajn")}
     return {"chart": _chart("trajectory", "alpha across checkpoints", svg,
-                            "Thin lines: one layer each, coloured by group; bold: mean alpha."),
+                            "Thin lines: one layer each, coloured by group; bold: mean alpha.", narrow=narrow),
             "checkpoints": [{"index": i + 1, "name": a.checkpoint, "created": a.created,
                              "mean": fmt(m)} for i, (a, m) in enumerate(zip(analyses, mean))],
             "legend": [{"name": k, "color": c} for k, c in colors.items()], "labels": labels, "joins": delta}
 
 
 def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tuple], labels: dict, style: Style,
-                     width: float = 6.2, height: float = 2.6) -> tuple[list[dict], list[dict]]:
+                     width: float = 6.2, height: float = 2.6, narrow: bool = False) -> tuple[list[dict], list[dict]]:
     items = [(str(r.get("name")), int(num(r.get("depth"))) if not math.isnan(num(r.get("depth"))) else 0,
               str(r.get("kind", ""))) for r in records]
     recs = {str(r.get("name")): r for r in records}
@@ -191,21 +213,37 @@ def _records_section(records: Sequence[Mapping], prefix: str, specs: Sequence[tu
             continue
         positive = (lambda n, k=key: num(recs[n].get(k)) if num(recs[n].get(k)) > 0 else math.nan) if logy \
             else (lambda n, k=key: recs[n].get(k))
-        series = g.series(f"{prefix}-{key}", positive, labels=labels)
-        if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
-            names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
-            series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
-                                    color=BASELINE, marker="_", size=90.0))
-        svg = depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=width, height=height)
-        charts.append(_chart(key, title, svg, caption))
+
+        def draw(gid: str, w: float, h: float, key=key, ylabel=ylabel, logy=logy, hlines=hlines, ref=ref,
+                 positive=positive) -> str:
+            series = g.series(gid, positive, labels=labels, interval=lambda n: _ci(recs[n].get(f"{key}_ci"), logy))
+            if ref:  # a per-layer reference value (e.g. the random-subspace baseline): grey dashes
+                names = [n for n, _, _ in g.items if not math.isnan(num(recs[n].get(ref[0])))]
+                series.insert(0, Series(x=[g.x[n] for n in names], y=[num(recs[n].get(ref[0])) for n in names],
+                                        color=BASELINE, marker="_", size=90.0))
+            return depth_chart(series, ylabel=ylabel, xticks=g.ticks, logy=logy, hlines=hlines, width=w, height=h)
+
+        charts.append(_chart(key, title, draw(f"{prefix}-{key}", width, height), caption,
+                             narrow=draw(f"{prefix}n-{key}", *NARROW) if narrow else ""))
     return charts, g.legend
+
+
+def _ci(value: Any, positive: bool) -> tuple[float, float] | None:
+    """A ``[lo, hi]`` interval from a record (noise files carry ``b_simple_ci`` ...), or None."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        return None
+    lo, hi = num(value[0]), num(value[1])
+    if math.isnan(lo) or math.isnan(hi) or (positive and hi <= 0):
+        return None
+    return (max(lo, 1e-300) if positive else lo), hi
 
 
 def lrmap_section(lrmap: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(lrmap.get("layers") or [], "lr", [
         ("multiplier", "LR multiplier against depth", "LR multiplier", False, [(1.0, "base LR")],
-         "Each layer's learning rate is base LR × multiplier.")], labels, style or Style(), width=12.5, height=3.2)
+         "Each layer's learning rate is base LR × multiplier.")], labels, style or Style(), width=12.5, height=3.2,
+        narrow=True)
     return {"charts": charts, "legend": legend, "labels": labels, "method": lrmap.get("method", ""),
             "options": lrmap.get("options") or {}, "default": lrmap.get("default"),
             "source": lrmap.get("source", "")}
@@ -215,34 +253,39 @@ def noise_section(noise: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     charts, legend = _records_section(noise.get("layers") or [], "noise", [
         ("b_simple", "B_simple against depth", "B_simple", True, [],
-         "Critical-batch estimate tr(Σ)/|G|² per layer (log scale)."),
+         "Critical-batch estimate tr(Σ)/|G|² per layer (log scale); bars: 95% intervals where the file has them. "
+         "Layers whose |G|² estimate is not positive are not measurable and not drawn."),
         ("snr", "gradient SNR against depth", "SNR", True, [], "|G|² / tr(Σ) per layer (log scale)."),
         ("grad_fro", "gradient Frobenius norm", "‖G‖_F", True, [], ""),
         ("grad_nuclear", "gradient nuclear norm", "‖G‖_*", True, [], ""),
     ], labels, style or Style())
-    summ = noise.get("summary") or {}
-    return {"charts": charts, "legend": legend, "labels": labels,
-            "facts": [("source", noise.get("source", "")), ("task", noise.get("task", "")),
-                      ("checkpoint", noise.get("checkpoint", "")), ("B_simple", fmt(summ.get("b_simple"))),
-                      ("SNR", fmt(summ.get("snr"))), ("|G|²", fmt(summ.get("grad_sq"))),
-                      ("tr Σ", fmt(summ.get("trace_sigma")))]}
+    return {"charts": charts, "legend": legend, "labels": labels, "facts": noise_facts(noise),
+            "caveat": noise_measurable(noise)[1]}
 
 
 def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
     labels: dict[str, list[str]] = {}
     layers = diff.get("layers") or []
+    steps = update_steps(diff)
+    if steps:  # like with like: the per-step rule of thumb against the update per step
+        layers = [dict(r, rel_update_step=num(r.get("rel_update")) / steps) for r in layers]
+        size = ("rel_update_step", "relative update per step against depth", "‖ΔW‖_F / ‖W_A‖_F per step", True,
+                [(UPDATE_REF, "1e-3 per step")], f"Relative update divided by the {steps} optimizer steps between "
+                "A and B (a lower bound of the mean step); reference: the ~1e-3 per-step rule of thumb (Karpathy).")
+    else:
+        size = ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [],
+                "From A to B. The diff does not record how many optimizer steps separate them, so there is no "
+                "per-step reference line (spectra diff --steps N records it).")
     charts, legend = _records_section(layers, "diff", [
-        ("rel_update", "relative update against depth", "‖ΔW‖_F / ‖W_A‖_F", True, [(UPDATE_REF, "1e-3")],
-         "Reference line: Karpathy's ~1e-3 update-to-weight ratio."),
+        size,
         ("subspace_overlap", "subspace overlap against depth", "overlap", False, [],
-         "Overlap of the top singular subspaces of A and B; grey dashes: the overlap of random subspaces "
-         "of the same size (the baseline).", "overlap_baseline"),
+         "Overlap of the top-k singular subspace of the update ΔW = W_B − W_A with that of W_A (mean of the "
+         "left and right sides; k = min(topk, numerical rank of ΔW)). Grey dashes: each layer's "
+         "overlap_baseline, the expected overlap of random subspaces of that dimension.", "overlap_baseline"),
         ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
         ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
     ], labels, style or Style())
-    summ = diff.get("summary") or {}
-    facts = [("A", diff.get("a", "")), ("B", diff.get("b", ""))] + [(str(k), fmt(v)) for k, v in summ.items()
-                                                                     if not isinstance(v, (dict, list))][:8]
+    facts = diff_facts(diff)
     act = diff.get("activations")
     return {"charts": charts, "legend": legend, "labels": labels, "facts": facts,
             "act_charts": _activation_charts(act, labels), "activations": _generic_table(act)}

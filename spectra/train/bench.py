@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from .._files import atomic_path, atomic_write
 from .._version import __version__
 from ..errors import ConfigError
 from .loop import resolve_device, retrain
@@ -185,6 +186,8 @@ def run_strategies(
     """
     if seeds < 1 or epochs < 1:
         raise ConfigError(f"seeds and epochs must be >= 1, got seeds={seeds}, epochs={epochs}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (0 leaves torch's default), got {threads}")
     chosen = _select(strategies)
     dev = resolve_device(device)
     task_args = dict(task_args or {})
@@ -400,19 +403,20 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     fig.legend(handles, labels, fontsize=8, loc="center right", frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
 def write_report(result: BenchResult, out: str | Path, *, command: str = "") -> list[Path]:
     """Write ``out`` (Markdown), a sibling ``.png`` plot and ``.json`` with every run."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     png = plot(result, out.with_suffix(".png"))
-    raw = out.with_suffix(".json")
-    raw.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
-    out.write_text(render_markdown(result, plot_name=png.name, command=command), encoding="utf-8")
+    raw = atomic_write(out.with_suffix(".json"), json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+    atomic_write(out, render_markdown(result, plot_name=png.name, command=command))
     return [out, png, raw]
 
 

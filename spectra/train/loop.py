@@ -1,14 +1,11 @@
 """``spectra retrain``: train a task with a named optimizer, optionally under a (re-fitted) LR map.
 
-A run directory holds::
+A run directory holds ``run.json``, ``metrics.jsonl``, ``checkpoints/epoch-NNNN.safetensors`` and
+``state.pt``; :mod:`spectra.train.runfiles` writes them so that a kill at any point leaves them
+consistent (``state.pt`` is the one commit point and carries every epoch's metrics).
 
-    run.json                      spectra.run/1: the configuration, then the outcome
-    metrics.jsonl                 one JSON object per epoch (epoch 0 = before training)
-    checkpoints/epoch-0003.safetensors   model weights after each epoch
-    state.pt                      optimizer, scheduler, RNG and refit state of the last epoch
-
-``resume=True`` reloads the last checkpoint and ``state.pt`` (``torch.load(weights_only=True)``) and
-continues; batch order depends only on (seed, epoch) (see :class:`spectra.train.tasks.TensorLoader`)
+``resume=True`` reloads the last committed checkpoint and ``state.pt`` (``torch.load(weights_only=True)``)
+and continues; batch order depends only on (seed, epoch) (see :class:`spectra.train.tasks.TensorLoader`)
 and the RNG state is restored, so a resumed run repeats the uninterrupted one.
 
 ``refit_every`` re-prescribes LR multipliers during training (LLR style): see :mod:`spectra.train.refit`.
@@ -17,10 +14,8 @@ and the RNG state is restored, so a resumed run repeats the uninterrupted one.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +25,17 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from .._version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..results import jsonable
+from . import runfiles as rf
 from .refit import Refitter
+from .runfiles import RUN_SCHEMA, read_metrics
 from .task import Task, load_task
 
 __all__ = ["retrain", "RunResult", "RUN_SCHEMA", "default_lr", "resolve_device", "read_metrics"]
 
 log = logging.getLogger(__name__)
 
-RUN_SCHEMA = "spectra.run/1"
 #: Fallback base LRs for factories the optimizer registry does not know (a callable ``optimizer``):
 #: SGD-like rules take ~0.05, Adam-like rules ~1e-3 (the usual defaults of each family).
 _FALLBACK_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -127,39 +122,6 @@ def evaluate(task: Task, model: nn.Module, device: torch.device) -> tuple[float,
     return loss_sum / total, metric_sum / total
 
 
-# ------------------------------------------------------------------------------------ run files
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` (a truncated last line from a crash is ignored)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": f"spectra {__version__}"})
-    os.replace(tmp, path)
-
-
-def _checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / "checkpoints" / f"epoch-{epoch:04d}.safetensors"
-
-
 # ----------------------------------------------------------------------------------------- main
 def retrain(
     task: str | Task,
@@ -210,6 +172,14 @@ def retrain(
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 <= refit_until <= 1.0:
         raise ConfigError(f"refit_until must be a fraction of training in [0, 1], got {refit_until}")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+    for name, value in (("refit_every", refit_every), ("keep_checkpoints", keep_checkpoints)):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
     dev = resolve_device(device)
     opt_name, factory = _optimizer_factory(optimizer)
     lrmap_obj, lrmap_source = _load_lrmap(lrmap)
@@ -224,9 +194,7 @@ def retrain(
     }
 
     run_dir = Path(out) if out is not None else None
-    state = None
-    if run_dir is not None:
-        state = _prepare_run_dir(run_dir, config, resume)
+    state = rf.open_run(run_dir, config, resume, epochs) if run_dir is not None else None
 
     torch.manual_seed(seed)
     if isinstance(task, str):
@@ -254,11 +222,13 @@ def retrain(
         start_epoch, step, wall, history = _restore(run_dir, state, model, opt, scheduler, refitter, dev)
         log.info("resuming %s at epoch %d", run_dir, start_epoch)
     else:
+        if run_dir is not None:
+            rf.start_run(run_dir, config)
         torch.manual_seed(seed + 1)  # shuffling/dropout stream, independent of how the task consumed RNG
         eval_loss, metric = evaluate(task, model, dev)
         history.append(_record(0, 0, math.nan, eval_loss, metric, opt, 0.0, refitter))
         if run_dir is not None:
-            _append_metrics(run_dir, history[-1], truncate=True)
+            rf.write_metrics(run_dir, history)
 
     status = "complete"
     for epoch in range(start_epoch, epochs + 1):
@@ -295,14 +265,15 @@ def retrain(
         log.info("epoch %d: train loss %.4f, eval %s %.4f", epoch, history[-1]["train_loss"] or math.nan,
                  task.metric_name, metric)
         if run_dir is not None:
-            _save_epoch(run_dir, epoch, step, wall, model, opt, scheduler, refitter, keep_checkpoints)
-            _append_metrics(run_dir, history[-1])
+            _save_epoch(run_dir, epoch, step, wall, model, opt, scheduler, refitter, history, keep_checkpoints)
 
     result = RunResult(task=task_name, optimizer=opt_name, metric_name=task.metric_name, history=tuple(history),
                        wall_time=wall, status=status, run_dir=run_dir, config=config,
                        task_meta=dict(task.meta))
     if run_dir is not None:
-        _finish_run(run_dir, result, task)
+        rf.finish_run(run_dir, status=status, metric=task.metric_name, task_meta=task.meta,
+                      final=result.final_metric, best=result.best_metric, epochs_done=int(history[-1]["epoch"]),
+                      wall=wall)
     return result
 
 
@@ -317,90 +288,47 @@ def _record(epoch: int, step: int, train_loss: float, eval_loss: float, metric: 
     }
 
 
-def _append_metrics(run_dir: Path, record: Mapping[str, Any], *, truncate: bool = False) -> None:
-    with open(run_dir / "metrics.jsonl", "w" if truncate else "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
-def _prepare_run_dir(run_dir: Path, config: Mapping[str, Any], resume: bool) -> dict[str, Any] | None:
-    """Create or validate ``run_dir``; return the saved state when resuming a run, else None."""
-    run_json = run_dir / "run.json"
-    if run_json.is_file() and not resume:
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and run_json.is_file():
-        saved = json.loads(run_json.read_text(encoding="utf-8"))
-        previous = saved.get("config", {})
-        diff = sorted(k for k in set(previous) | set(config) if json.dumps(previous.get(k), default=str)
-                      != json.dumps(config.get(k), default=str))
-        if diff:
-            detail = "; ".join(f"{k}: run has {previous.get(k)!r}, now {config.get(k)!r}" for k in diff)
-            raise ConfigError(f"cannot resume {run_dir} with different settings ({detail})")
-        state_path = run_dir / "state.pt"
-        if state_path.is_file():
-            try:
-                return torch.load(state_path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user problem
-                raise CheckpointError(f"cannot read {state_path} ({exc}); delete the run directory to start over") from None
-        log.info("%s has no finished epoch yet; starting it from the beginning", run_dir)
-    elif resume:
-        log.info("nothing to resume in %s; starting a new run", run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _write_json(run_json, {"schema": RUN_SCHEMA, "spectra_version": __version__,
-                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "status": "running", "config": dict(config)})
-    return None
-
-
 def _save_epoch(run_dir: Path, epoch: int, step: int, wall: float, model: nn.Module, opt: torch.optim.Optimizer,
-                scheduler: Any, refitter: Refitter | None, keep: int) -> None:
-    _save_checkpoint(model, _checkpoint_path(run_dir, epoch))
-    state = {
+                scheduler: Any, refitter: Refitter | None, history: list[dict[str, Any]], keep: int) -> None:
+    """Checkpoint, then the state (the commit point, with every metrics record), then the derived
+    ``metrics.jsonl``, then pruning: a kill anywhere leaves a consistent run (see :mod:`.runfiles`)."""
+    rf.save_checkpoint(model, rf.checkpoint_path(run_dir, epoch))
+    rf.save_state(run_dir, {
         "epoch": epoch, "step": step, "wall": wall,
         "optimizer": opt.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "refit": refitter.state_dict() if refitter is not None else None,
-    }
-    tmp = run_dir / "state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / "state.pt")
-    if keep > 0:
-        for old in sorted((run_dir / "checkpoints").glob("epoch-*.safetensors"))[:-keep]:
-            old.unlink()
+        "history": [dict(h) for h in history],
+    })
+    rf.write_metrics(run_dir, history)
+    rf.prune_checkpoints(run_dir, epoch, keep)
 
 
 def _restore(run_dir: Path, state: Mapping[str, Any], model: nn.Module, opt: torch.optim.Optimizer, scheduler: Any,
              refitter: Refitter | None, dev: torch.device) -> tuple[int, int, float, list[dict[str, Any]]]:
-    from safetensors.torch import load_file
-
+    """Load the committed epoch into the live objects; any mismatch is a one-line CheckpointError."""
     epoch = int(state["epoch"])
-    path = _checkpoint_path(run_dir, epoch)
-    if not path.is_file():
-        raise CheckpointError(f"cannot resume: {path} is missing")
-    model.load_state_dict(load_file(str(path), device=str(dev)))
-    opt.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if refitter is not None and state.get("refit") is not None:
-        refitter.load_state_dict(state["refit"])
-    torch.set_rng_state(state["rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    history = [h for h in read_metrics(run_dir) if h["epoch"] <= epoch]
-    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(h) + "\n" for h in history)
-    return epoch + 1, int(state["step"]), float(state["wall"]), history
-
-
-def _finish_run(run_dir: Path, result: RunResult, task: Task) -> None:
-    data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    last = sorted((run_dir / "checkpoints").glob("epoch-*.safetensors"))
-    data.update({
-        "status": result.status, "metric": result.metric_name, "task_meta": dict(task.meta),
-        "final_metric": jsonable(result.final_metric), "best_metric": jsonable(result.best_metric),
-        "epochs_done": int(result.history[-1]["epoch"]), "wall_time": round(result.wall_time, 3),
-        "last_checkpoint": str(last[-1].relative_to(run_dir)) if last else None,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-    _write_json(run_dir / "run.json", data)
+    rf.load_checkpoint(rf.checkpoint_path(run_dir, epoch), model, dev)
+    where = run_dir / "state.pt"
+    try:
+        opt.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if refitter is not None and state.get("refit") is not None:
+            refitter.load_state_dict(state["refit"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{where}: does not fit this run's optimizer or schedule ({reason}); "
+                              "delete the run directory to start over") from None
+    history = state.get("history")
+    if history is None:  # a state written before the metrics moved into it: metrics.jsonl must be whole
+        history = [h for h in read_metrics(run_dir, strict=True) if h["epoch"] <= epoch]
+        if [h["epoch"] for h in history] != list(range(epoch + 1)):
+            raise CheckpointError(f"{run_dir / 'metrics.jsonl'}: lacks records of epochs 0..{epoch}; cannot resume")
+    rf.write_metrics(run_dir, history)
+    return epoch + 1, int(state["step"]), float(state["wall"]), [dict(h) for h in history]

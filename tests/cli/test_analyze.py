@@ -56,8 +56,8 @@ def test_options_reach_the_analysis(tiny_safetensors, tmp_path):
     [
         (["analyze", "/no/such/model.safetensors"], "no such file"),
         (["analyze", "{ckpt}", "--fit", "bogus"], "unknown fit"),
-        (["analyze", "{ckpt}", "-o", "/no/such/dir/a.json"], "does not exist"),
-        (["analyze", "{ckpt}", "-o", "{tmp}/a.txt"], "unknown output extension"),
+        (["analyze", "{ckpt}", "-o", "{ckpt}/sub/a.json"], "is not a directory"),
+        (["analyze", "{ckpt}", "-o", "{tmp}/a.txt"], "writes .json or .csv or .parquet here, not .txt"),
         (["analyze", "{ckpt}", "--include", "("], "invalid --include"),
         (["analyze", "{garbage}"], "garbage"),
     ],

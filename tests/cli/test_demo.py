@@ -18,6 +18,19 @@ def tiny_demo(monkeypatch, tiny_safetensors):
     return tiny_safetensors
 
 
+def test_run_demo_screenshots_both_widths(tmp_path, tiny_demo):
+    from spectra.report.browser import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no chromium binary")
+    result = demo.run_demo(tmp_path, screenshot=True)
+    import struct
+
+    for key, width in (("screenshot", 1400), ("screenshot-narrow", 420)):
+        data = result.paths[key].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", data[16:20])[0] == width
+
+
 def test_run_demo_writes_everything(tmp_path, tiny_demo):
     result = demo.run_demo(tmp_path / "out")
     for key in ("analysis", "esd", "lrmap", "report"):
@@ -50,13 +63,52 @@ def test_highlights_without_lrmap_describe_depth():
     assert [x.title for x in h] == ["most over-trained layer", "most under-trained layer", "alpha against depth"]
 
 
-def test_demo_cli_prints_paths_and_three_things(tmp_path, tiny_demo):
+def test_demo_cli_prints_paths_three_things_and_how_to_open(tmp_path, tiny_demo):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert str(tmp_path / "d" / "report.html") in out
+    report = tmp_path / "d" / "report.html"
+    assert str(report) in out
     assert "Look at these first" in out
     assert all(f"  {i}. " in out for i in (1, 2, 3))
+    assert demo.open_command(report) in out and report.resolve().as_uri() in out
+
+
+def test_demo_writes_a_fresh_directory_here_by_default(tmp_path, tiny_demo, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "spectra-demo" / "report.html").is_file()
+    assert not (tmp_path / "reports").exists()  # the committed example is only written when asked for
+
+
+@pytest.mark.parametrize("command, expected", [
+    (("x/report.html", "linux"), "xdg-open x/report.html"), (("x/report.html", "darwin"), "open x/report.html"),
+    (("x y/report.html", "linux"), "xdg-open 'x y/report.html'"), (("x\\r.html", "win32"), 'start "" "x\\r.html"'),
+])
+def test_open_command_fits_the_platform(command, expected):
+    assert demo.open_command(*command) == expected
+
+
+def test_quick_start_leaves_the_clone_clean():
+    """The README's first command runs `spectra demo` in the clone: its default output is git-ignored."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from typer.main import get_command
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    first = next(line for line in readme.splitlines() if "pip install" in line and "spectra demo" in line)
+    assert first.rstrip().endswith("&& spectra demo")  # no --out: the default directory is what lands in the clone
+    default = next(p for p in get_command(app).commands["demo"].params if p.name == "out").default
+    assert Path(default) == Path(demo.DEFAULT_OUT) and not Path(default).is_absolute()
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in ("report.html", "analysis.json", "analysis.esd.npz", "lrmap.json", "report.png"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(Path(default) / name)], cwd=root)
+        assert ignored.returncode == 0, f"{default}/{name} would show in git status"
 
 
 def test_demo_without_the_extra_says_what_to_install(tmp_path, monkeypatch):

@@ -76,3 +76,13 @@ def test_help_documents_flags():
     assert res.exit_code == 0
     for flag in ("--topk", "--no-alpha", "--activations", "--task", "--max-tokens"):
         assert flag in res.stdout
+
+
+def test_steps_are_recorded_for_the_report(tmp_path):
+    a, b = _files(tmp_path)
+    out = tmp_path / "d.json"
+    res = runner.invoke(app, ["diff", str(a), str(b), "--no-alpha", "--steps", "250", "-q", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["config"]["steps"] == 250
+    res = runner.invoke(app, ["diff", str(a), str(b), "--steps", "0"])
+    assert res.exit_code == 2 and "--steps" in res.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def test_same_seed_gives_identical_output_other_seed_differs():
     runs = [runner.invoke(app, args + ["--seed", seed]) for seed in ("0", "0", "1")]
     assert all(r.exit_code == 0 for r in runs), runs[0].output
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout != runs[2].stdout
-    assert "B_simple CI" in runs[0].stdout
+    assert re.search(r"\|G\|\^2 \S+ \[\S+, \S+\]", runs[0].stdout)  # the global |G|^2 with its interval
 
 
 def test_optimizer_proxy_at_step_one_explains_instead_of_crashing(tmp_path):
@@ -106,7 +107,8 @@ def test_errors_are_one_line_exit_2(tmp_path):
         ["noise", "--task", TASK, "--batches", "0"],
         ["noise", "--from-optimizer"],
         ["noise", "--from-optimizer", "--checkpoint", str(tmp_path / "missing.pt")],
-        ["noise", "--task", TASK, "-o", str(tmp_path / "no" / "dir.json")],
+        ["noise", "--task", TASK, "-o", str(tmp_path / "noise.txt")],
+        ["noise", "--task", TASK, "--checkpoint", str(tmp_path / "c.pt"), "-o", str(tmp_path / "c.pt")],
     ]
     for args in cases:
         res = runner.invoke(app, args)

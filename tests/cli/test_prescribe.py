@@ -63,7 +63,7 @@ def test_options_reach_the_rule(analysis_json):
     assert data["options"]["min_ratio"] == 0.8 and data["options"]["exclude_first"] is False
     assert data["options"]["clip"] == [0.9, 1.1] and data["options"]["norms"] == "base"
     assert all(0.9 <= e["multiplier"] <= 1.1 for e in data["layers"])
-    assert data["params"]["h.0.fc.bias"] == 1.0
+    assert data["params"]["h.0.fc.bias"] == data["params"]["h.0.fc.weight"]  # its own bias follows under any --norms
 
 
 def test_layer_decay_with_set_decay(analysis_json):

@@ -55,7 +55,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         ([str(tmp_path / "a.json"), "--lrmap", str(tmp_path / "noise.json"), "-o", str(tmp_path / "r.html")],
          "expected spectra.lrmap/1"),
         ([str(tmp_path / "noise.json"), "-o", str(tmp_path / "r.html")], "--noise"),
-        ([str(tmp_path / "a.json"), "-o", str(tmp_path / "a.json")], "use a .html file name"),
+        ([str(tmp_path / "a.json"), "-o", str(tmp_path / "a.json")], "writes .html or .htm here, not .json"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["report", *args])

@@ -93,20 +93,20 @@ def test_agrees_with_powerlaw_package_at_fixed_xmin():
 
 
 @pytest.mark.parametrize(
-    "evals, why",
+    "evals, why, why_median",
     [
-        (np.array([]), "at least 2"),
-        (np.array([3.0]), "at least 2"),
-        (np.zeros(50), "at least 2"),
-        (np.full(40, 2.5), "tied"),
-        (np.array([0.0] * 30 + [1e-7] * 5), "at least 2"),
+        (np.array([]), "at least 2", "at least 2"),
+        (np.array([3.0]), "at least 2", "at least 2"),
+        (np.zeros(50), "at least 2", "rank below half"),
+        (np.full(40, 2.5), "tied", "tied"),
+        (np.array([0.0] * 30 + [1e-7] * 5), "at least 2", "rank below half"),
     ],
 )
-def test_degenerate_spectra_fail_with_reason_and_nan(evals, why):
-    for method in ("ww", "median"):
+def test_degenerate_spectra_fail_with_reason_and_nan(evals, why, why_median):
+    for method, reason in (("ww", why), ("median", why_median)):
         fit = fit_power_law(evals, method=method)
         assert fit.status == "failed"
-        assert why in fit.reason
+        assert reason in fit.reason
         assert math.isnan(fit.alpha) and math.isnan(fit.xmin) and math.isnan(fit.D)
         assert fit.num_pl_spikes is None
 
@@ -197,3 +197,33 @@ def test_interval_that_misses_its_estimate_is_flagged():
 def test_accepts_tensors():
     x = torch.tensor(pareto(2.0, 500, seed=2))
     assert fit_power_law(x).alpha == fit_power_law(x.numpy()).alpha
+
+
+def test_median_fit_keeps_every_eigenvalue_as_the_reference_does():
+    """TempBalance/LLR/AlphaDecay (``filter_zeros=False``): i = int(N / 2) over the whole spectrum,
+    zeros included, so a low-rank matrix's xmin is its median eigenvalue, not the median of the
+    eigenvalues above 1e-5 (the WeightWatcher threshold the ``ww`` fit keeps)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.zeros(150), 1e-7 * rng.random(30), pareto(3.0, 220, seed=4)])
+    fit = fit_power_law(x, method="median")
+    s = np.sort(x)
+    i = s.size // 2
+    n = s.size - i
+    expected = 1 + n / (np.log(s[i:]).sum() - n * np.log(s[i]))
+    assert fit.xmin == s[i] and fit.num_pl_spikes == n
+    assert fit.alpha == pytest.approx(expected, rel=1e-12)
+    filtered = fit_power_law(x[x > 1e-5], method="median")
+    assert abs(filtered.alpha - fit.alpha) > 0.01  # the old, thresholded fit was a different number
+
+
+def test_median_bootstrap_fits_the_same_eigenvalues_as_the_reported_fit():
+    """The median fit keeps zeros (its reference's filter_zeros=False); its interval must too."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([np.zeros(150), rng.uniform(0.01, 0.5, 150), pareto(3.0, 100, seed=8)])
+    reported = fit_power_law(x, method="median").alpha
+    thresholded = fit_power_law(x[x > EVALS_THRESH], method="median").alpha
+    assert abs(reported - thresholded) > 0.1  # dropping the zeros would move the median, and alpha
+    lo, hi = bootstrap_alpha(x, n_boot=60, method="median", generator=torch.Generator().manual_seed(0))
+    assert lo <= reported <= hi
+    reps = bootstrap_replicates(x, n_boot=60, method="median", generator=torch.Generator().manual_seed(0))
+    assert abs(np.median(reps) - reported) < abs(np.median(reps) - thresholded)

@@ -99,16 +99,38 @@ def test_clip_bounds_hold(method, values, lo, width):
 @given(values=alphas, where=st.lists(st.integers(0, 10), min_size=1, max_size=3))
 def test_failed_layers_do_not_move_the_others(method, values, where):
     info = get_rule(method)
+    # with first/last exclusion a failed layer can be the excluded one (see the test below)
+    opts = {k: False for k in ("exclude_first", "exclude_last") if k in info.defaults}
     rows = rows_of(values)
-    base = prescribed(info, rows)
+    base = prescribed(info, rows, **opts)
     with_failed = list(rows)
     for k, pos in enumerate(where):
         bad = LayerRow(f"bad.{k}", f"bad.{k}.weight", 1, "linear", 99.0 if k % 2 else math.nan, "failed", "fit failed")
         with_failed.insert(min(pos, len(with_failed)), bad)
-    after = prescribed(info, with_failed)
+    after = prescribed(info, with_failed, **opts)
     kept = [m for r, m in zip(with_failed, after) if not r.name.startswith("bad.")]
     assert kept == pytest.approx(base, nan_ok=True)
     assert all(math.isnan(m) for r, m in zip(with_failed, after) if r.name.startswith("bad."))
+
+
+@pytest.mark.parametrize("method", ["tempbalance", "tb-sqrt", "tb-log2", "alphadecay"])
+@settings(max_examples=30, deadline=None)
+@given(values=alphas, bad_first=st.booleans(), small_last=st.booleans())
+def test_first_and_last_are_positions_in_model_order_whatever_the_fit(method, values, bad_first, small_last):
+    """``build_optimizer_param_group`` drops the first and last tuned module *before* it drops small
+    layers (and spectra, failed ones): a failed first layer is the excluded one, the next is mapped."""
+    info = get_rule(method)
+    rows = rows_of(values)
+    if bad_first:
+        rows[0] = LayerRow(rows[0].name, rows[0].param, 1, "linear", math.nan, "failed", "fit failed", num_evals=100)
+    if small_last:
+        rows[-1] = LayerRow(rows[-1].name, rows[-1].param, 9, "linear", 3.0, num_evals=10)
+    decisions = run_rule(info, rows, info.resolve({}), info.metric)
+    assert "first layer excluded" in decisions[0].reason
+    assert "last layer excluded" in decisions[-1].reason
+    inner = [d for d in decisions[1:-1] if d.prescribed]
+    assert len(inner) >= 1 or method == "tb-log2"  # tb-log2 leaves alpha <= 1 out; alphas here are > 1.05
+    assert decisions[1].prescribed
 
 
 # ------------------------------------------------------------------- orchestration
@@ -122,14 +144,39 @@ def test_every_rule_returns_one_decision_per_row():
         assert info.description and info.source
 
 
-def test_norms_base_and_follow(analysis):
+def test_norms_base_follow_and_name(analysis):
     follow = prescribe(analysis, "tempbalance", norms="follow")
     base = prescribe(analysis, "tempbalance", norms="base")
-    assert follow.params["layers.1.mlp.bias"] == pytest.approx(1.5)
-    assert base.params["layers.1.mlp.bias"] == 1.0
-    assert base.multiplier("layers.1.mlp.weight") == pytest.approx(1.5)
-    assert set(base.params) == set(follow.params)  # attached params are listed either way
+    name = prescribe(analysis, "tempbalance")  # the rule's default: TempBalance's batchnorm_type='name'
+    assert name.options["norms"] == "name"
+    for lrmap in (follow, base, name):  # a layer's own bias always follows it (module.parameters())
+        assert lrmap.params["layers.1.mlp.bias"] == pytest.approx(1.5)
+        assert lrmap.multiplier("layers.1.mlp.weight") == pytest.approx(1.5)
+    assert follow.params["norm.weight"] == pytest.approx(1.5)
+    assert base.params["norm.weight"] == 1.0 and name.params["norm.weight"] == 1.0
+    assert set(base.params) == set(follow.params) == set(name.params)  # attached params are listed either way
     assert follow.layer("layers.1.mlp").params == ("layers.1.mlp.weight", "layers.1.mlp.bias", "norm.weight")
+    assert base.layer("layers.1.mlp").params == ("layers.1.mlp.weight", "layers.1.mlp.bias")
+
+
+def test_norms_name_moves_a_batchnorm_with_its_conv_by_name():
+    """TempBalance ``batchnorm_type='name'``: ``layer1.0.bn1`` follows ``layer1.0.conv1`` (``bn`` ->
+    ``conv``); ``downsample.1`` (a BatchNorm not named like a conv) and any LayerNorm do not."""
+    table = [("conv1", 2.0), ("layer1.0.conv1", 2.0), ("layer1.0.conv2", 4.0), ("layer1.0.downsample.0", 3.0),
+             ("fc", 3.0)]
+    recs = tuple(LayerResult(name=n, param=f"{n}.weight", kind="conv2d", shape=(64, 64, 3, 3), depth=i,
+                             num_evals=576, alpha=a) for i, (n, a) in enumerate(table))
+    attached = {"bn1.weight": "conv1", "layer1.0.bn1.weight": "layer1.0.conv1", "layer1.0.bn1.bias": "layer1.0.conv1",
+                "layer1.0.bn2.weight": "layer1.0.conv2", "layer1.0.downsample.1.weight": "layer1.0.downsample.0",
+                "fc.bias": "fc"}
+    lrmap = prescribe(Analysis(layers=recs, summary={}, config={}, checkpoint="r", created="", attached=attached),
+                      "tempbalance")
+    # conv1 first and fc last are excluded; 2, 4, 3 -> 0.5, 1.5, 1.0
+    assert lrmap.params["layer1.0.bn1.weight"] == lrmap.params["layer1.0.bn1.bias"] == pytest.approx(0.5)
+    assert lrmap.params["layer1.0.bn2.weight"] == pytest.approx(1.5)
+    assert lrmap.params["layer1.0.downsample.1.weight"] == 1.0
+    assert lrmap.params["bn1.weight"] == 1.0  # its conv is the excluded first layer
+    assert lrmap.params["fc.bias"] == 1.0
 
 
 def test_clip_and_reason(analysis):
@@ -199,8 +246,39 @@ def test_from_a_checkpoint_analyses_first(tmp_path):
     assert lrmap.multiplier("embed.weight") == pytest.approx(0.125)
     assert lrmap.params["layers.0.fc.bias"] == pytest.approx(0.25)
     assert lrmap.multiplier("head.weight") == 1.0
-    assert lrmap.source.endswith("m.safetensors")
+    assert "m.safetensors (order: canonical" in lrmap.source
     htsr = prescribe(path, "tempbalance", eigs_thresh=0, exclude_first=False, exclude_last=False)
     values = [e.value for e in htsr.layers if e.prescribed]
     assert len(values) == 3 and all(v > 1 for v in values)  # three linears fitted (median fit)
     assert sorted(e.multiplier for e in htsr.layers if e.prescribed)[::2] == pytest.approx([0.5, 1.5])
+
+
+class _ConvNet(torch.nn.Module):
+    """conv1/bn1 ... as torchvision names them, registered out of alphabetical order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(3, 16, 3)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.layer1 = torch.nn.Module()
+        self.layer1.conv1 = torch.nn.Conv2d(16, 16, 3)
+        self.layer1.bn1 = torch.nn.BatchNorm2d(16)
+        self.layer1.conv2 = torch.nn.Conv2d(16, 16, 3)
+        self.layer1.bn2 = torch.nn.BatchNorm2d(16)
+        self.fc = torch.nn.Linear(16, 10)
+
+
+def test_a_live_module_gives_its_own_order_and_no_buffers_in_the_map():
+    """What an in-training controller does every N steps: prescribe on the module itself."""
+    model = _ConvNet()
+    lrmap = prescribe(model, "tempbalance", eigs_thresh=0)
+    assert [e.name for e in lrmap.layers] == ["conv1", "layer1.conv1", "layer1.conv2", "fc"]
+    assert "order: module, _ConvNet.named_modules()" in lrmap.source
+    assert not {k for k in lrmap.keys() if "running" in k or "num_batches" in k}
+    assert lrmap.layer("conv1").reason.startswith("first layer") and lrmap.layer("fc").reason.startswith("last")
+    m1, m2 = lrmap.multiplier("layer1.conv1.weight"), lrmap.multiplier("layer1.conv2.weight")
+    assert {m1, m2} == {0.5, 1.5}
+    assert lrmap.params["layer1.bn1.weight"] == lrmap.params["layer1.bn1.bias"] == m1  # bn1 -> conv1 by name
+    assert lrmap.params["layer1.bn2.weight"] == m2 and lrmap.params["layer1.conv2.bias"] == m2
+    assert lrmap.params["bn1.weight"] == 1.0  # its conv is the excluded first layer

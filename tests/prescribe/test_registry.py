@@ -18,7 +18,8 @@ def test_builtin_rules_are_registered():
 
 
 def test_defaults_come_from_signatures_and_overrides():
-    assert get_rule("llr").defaults == {"min_ratio": 1.0, "max_ratio": 5.0, "eigs_thresh": 50}
+    assert get_rule("llr").defaults == {"min_ratio": 1.0, "max_ratio": 5.0, "eigs_thresh": 50, "exclude_first": False,
+                                        "exclude_last": False, "embed_name": "embed", "head_name": "head"}
     assert get_rule("tempbalance").defaults["min_ratio"] == 0.5
     assert get_rule("alphadecay").target == "weight_decay"
     assert get_rule("layer-decay").defaults["decay"] == 0.75

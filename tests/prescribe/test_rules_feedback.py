@@ -112,8 +112,10 @@ def test_unreliable_rows_never_move_the_others(values, noisy):
 def test_noise_without_file_tells_the_user_what_to_run(analysis):
     with pytest.raises(ConfigError, match="spectra noise"):
         prescribe(analysis, "noise")
-    with pytest.raises(ConfigError, match="b_simple, trace_sigma"):
-        prescribe(None, "noise", metric="alpha", noise=noise_file([1.0]) | {"layers": [{"name": "x", "alpha": 1.0}]})
+    with pytest.raises(ConfigError, match="no per-layer 'alpha'; it has: grad_sq, trace_sigma, b_simple"):
+        prescribe(None, "noise", metric="alpha", noise=noise_file([1.0]))
+    with pytest.raises(ConfigError, match="b_simple, trace_sigma"):  # a noise field the rule does not read
+        prescribe(None, "noise", metric="grad_fro", noise=noise_file([1.0]))
 
 
 def test_noise_file_of_wrong_schema(tmp_path):

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from spectra.errors import ConfigError
-from spectra.prescribe import prescribe
+from spectra.prescribe import LayerRow, prescribe
 from spectra.prescribe.rules_htsr import linear_map, llr, tb_log2, tb_sqrt, tempbalance
 
 
@@ -19,7 +19,7 @@ def mult(lrmap, name):
     return lrmap.multiplier(f"{name}.weight")
 
 
-def test_llr_defaults_embeddings_and_head_at_max_norms_at_base(analysis):
+def test_llr_defaults_embeddings_and_head_at_max_biases_follow_norms_at_base(analysis):
     lrmap = prescribe(analysis, "llr")
     # body alphas 2, 3, 4, 6 -> interp to [1, 5]: m = 1 + 4 * (a - 2) / (6 - 2) = a - 1
     assert mult(lrmap, "layers.0.attn") == pytest.approx(1.0)
@@ -28,9 +28,9 @@ def test_llr_defaults_embeddings_and_head_at_max_norms_at_base(analysis):
     assert mult(lrmap, "layers.1.mlp") == pytest.approx(5.0)
     assert mult(lrmap, "embed") == 5.0 and mult(lrmap, "lm_head") == 5.0
     assert "LLR" in lrmap.layer("embed").reason
-    # norms and biases stay at the base LR in LLR, and are listed in the map
-    assert lrmap.params["layers.1.mlp.bias"] == 1.0 and lrmap.params["norm.weight"] == 1.0
-    assert lrmap.options["norms"] == "base"
+    # a bias is in its Linear's group (module.parameters()); norms stay at the base LR, listed in the map
+    assert lrmap.params["layers.1.mlp.bias"] == 5.0 and lrmap.params["norm.weight"] == 1.0
+    assert lrmap.options["norms"] == "name"
 
 
 def test_llr_custom_ratios(analysis):
@@ -51,10 +51,10 @@ def test_tempbalance_excludes_embeddings_first_and_last(analysis):
     for name, word in (("embed", "embedding"), ("layers.0.attn", "first"), ("lm_head", "last")):
         assert mult(lrmap, name) == 1.0
         assert word in lrmap.layer(name).reason
-    # norms follow their layer (TempBalance's batchnorm=True)
+    # a bias follows its layer; LayerNorms stay at the base LR (TempBalance's layernorm=False)
     assert lrmap.params["layers.1.mlp.bias"] == pytest.approx(1.5)
-    assert lrmap.params["norm.weight"] == pytest.approx(1.5)
-    assert lrmap.params["layers.0.ln.weight"] == 1.0
+    assert lrmap.params["norm.weight"] == 1.0
+    assert lrmap.params["layers.0.ln.weight"] == 1.0 and lrmap.params["layers.0.attn.bias"] == 1.0
 
 
 def test_tempbalance_without_exclusions(analysis):
@@ -141,13 +141,32 @@ def test_tb_sqrt_direct(make_rows):
     assert [x.multiplier for x in d] == pytest.approx([0.5, 1.5])
 
 
-def test_llr_head_detection_uses_whole_name_parts(make_rows):
-    rows = make_rows([2.0, 4.0]) + make_rows([3.0])
+def test_llr_head_detection_is_a_substring_as_in_the_reference(make_rows):
+    """``LRUnbalance.py``: ``if self.embed_name in name or self.head_name in name`` (plain substrings),
+    so ``multihead_attn.q`` counts as a head; ``embed_name``/``head_name`` change the words."""
     from dataclasses import replace
 
+    rows = make_rows([2.0, 4.0]) + make_rows([3.0])
     rows[2] = replace(rows[2], name="h.9.multihead_attn.q", param="h.9.multihead_attn.q.weight")
     d = llr(rows, eigs_thresh=0)
-    assert d[2].multiplier == pytest.approx(3.0) and d[2].reason == ""  # not a "head": mapped (1 + 4 * 1/2)
+    assert d[2].multiplier == 5.0 and "largest alpha" in d[2].reason
+    d = llr(rows, eigs_thresh=0, head_name="lm_head")
+    assert d[2].multiplier == pytest.approx(3.0) and d[2].reason == ""  # now mapped: 1 + 4 * (3 - 2) / 2
+
+
+def test_llr_embed_takes_the_max_alpha_of_every_tuned_layer_small_ones_included(make_rows):
+    """The reference overwrites the embed/head alpha with the maximum over all rows *before* the
+    ``eigs_thresh`` filter, so a small layer's alpha can become the top of everyone's range."""
+    from dataclasses import replace
+
+    rows = make_rows([2.0, 4.0, 9.0])
+    rows[2] = replace(rows[2], num_evals=20)  # below eigs_thresh 50: left at 1, but its alpha is the max
+    rows.append(LayerRow("embed", "embed.weight", 0, "embedding", 3.0, num_evals=100))
+    d = llr(rows)
+    assert math.isnan(d[2].multiplier) and "eigs_thresh" in d[2].reason
+    assert d[3].multiplier == 5.0
+    # range [2, 9]: alpha 4 -> 1 + 4 * 2 / 7
+    assert d[0].multiplier == 1.0 and d[1].multiplier == pytest.approx(1 + 8 / 7)
 
 
 def test_bad_ratios_are_config_errors(analysis):
@@ -170,6 +189,6 @@ def test_llr_gives_a_head_too_small_to_fit_max_ratio_and_covers_it(make_analysis
                                             "reason": "too small: 5 eigenvalues < min_evals 8"}})
     lrmap = prescribe(analysis, "llr", max_ratio=4.0)
     head = lrmap.layer("lm_head")
-    assert head.prescribed and "max_ratio" in head.reason
+    assert head.prescribed and "largest alpha" in head.reason
     assert head.multiplier == max(e.multiplier for e in lrmap.layers)  # the embedding shares the top
     assert lrmap.params["lm_head.weight"] == head.multiplier  # covered: no "not in the map" warning

@@ -133,3 +133,87 @@ def test_cli_screenshot(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert width == 1400 and height > 1500  # the whole page, not just the first screen
+
+
+# ----------------------------------------------------------------------------- layout at phone and desktop widths
+
+#: A chart drawn shorter than this on screen has unreadable labels (matplotlib's 9 pt text shrinks with it).
+MIN_CHART_PX = 150
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    a = make_analysis(blocks=4, evil=True)
+    path = tmp_path_factory.mktemp("layout") / "report.html"
+    diff = make_diff(a)
+    diff["config"] = {"steps": 100}
+    write_report([make_analysis(blocks=4, seed=3, shift=0.5), a], path, lrmap=make_lrmap(a), noise=make_noise(a),
+                 diff=diff)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Chromium() as b:
+        yield b
+
+
+LAYOUT = """(() => {
+  const vw = window.innerWidth, over = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('.table-wrap, .chart-scroll, dialog')) continue;   // these scroll inside their own box
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > vw + 0.5) over.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
+  }
+  const charts = [...document.querySelectorAll('figure.chart')].map(f => [f.dataset.chart,
+      Math.max(0, ...[...f.querySelectorAll('svg')].filter(s => s.getClientRects().length)
+                                                  .map(s => s.getBoundingClientRect().height))]);
+  const wrap = document.querySelector('#layers .table-wrap').getBoundingClientRect();
+  const notes = [...document.querySelectorAll('#layer-table tbody tr')].filter(tr => tr.dataset.warning || tr.dataset.status !== 'success')
+      .map(tr => tr.querySelector('td.col-note').getBoundingClientRect());
+  return {scroll: document.documentElement.scrollWidth, body: document.body.scrollWidth, vw: vw, over: over.slice(0, 5),
+          charts: charts, wrapRight: wrap.right, noteRight: Math.max(...notes.map(n => n.right)),
+          notes: notes.length};
+})()"""
+
+
+@pytest.mark.parametrize("width", [420, 1400])
+def test_page_fits_the_width_and_charts_stay_readable(full_report, browser, width):
+    page = browser.open(full_report, width=width, height=900)
+    got = page.evaluate(LAYOUT)
+    assert got["scroll"] <= width and got["body"] <= width, f"page overflows at {width}px: {got['over']}"
+    assert got["over"] == []
+    assert len(got["charts"]) >= 10 and all(h >= MIN_CHART_PX for _, h in got["charts"]), got["charts"]
+    assert got["notes"] >= 3
+    if width >= 1400:  # the verdict column is in view without scrolling the table
+        assert got["noteRight"] <= got["wrapRight"] + 0.5
+    assert page.errors() == []
+
+
+def test_narrow_table_scrolls_in_its_box_with_the_name_column_sticky(full_report, browser):
+    page = browser.open(full_report, width=420, height=900)
+    got = page.evaluate("""(() => {
+        const wrap = document.querySelector('#layers .table-wrap');
+        wrap.scrollLeft = 400;
+        const name = document.querySelector('#layer-table tbody tr .col-name').getBoundingClientRect();
+        const alpha = document.querySelector('#layer-table tbody tr td.col-alpha').getBoundingClientRect();
+        return {scrolled: wrap.scrollLeft, wrapLeft: wrap.getBoundingClientRect().left, nameLeft: name.left,
+                nameWidth: name.width, wrapWidth: wrap.clientWidth, alphaLeft: alpha.left};
+    })()""")
+    assert got["scrolled"] > 0  # the table is wider than the phone and scrolls inside its own box
+    assert abs(got["nameLeft"] - got["wrapLeft"]) <= 2  # ... while the name column stays put
+    assert got["nameWidth"] <= 0.6 * got["wrapWidth"]  # and leaves room for the numbers next to it
+
+
+def test_csp_runs_only_the_pages_own_script(full_report, tmp_path, browser):
+    """Even if escaping failed, an injected inline script or event handler would not run."""
+    html = full_report.read_text(encoding="utf-8")
+    assert "'unsafe-inline'" not in html.split("script-src", 1)[1].split(";", 1)[0]
+    injected = html.replace("<main>", "<main><script>window.__pwned = 1;</script>"
+                                      "<img src=\"data:,x\" onerror=\"window.__pwned2 = 1\">", 1)
+    path = tmp_path / "injected.html"
+    path.write_text(injected, encoding="utf-8")
+    page = browser.open(path, width=1400)
+    assert page.evaluate("document.documentElement.dataset.script") == "ran"  # the page's own script ran
+    assert page.evaluate("window.__pwned === undefined && window.__pwned2 === undefined")
+    assert any("Content Security Policy" in e or "Refused" in e for e in page.errors())

@@ -4,9 +4,13 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spectra.errors import ConfigError, FormatError
 from spectra.report import load_analysis, load_json, render_report, safe_json, write_report
+from spectra.report.render import script_hash
+from spectra.results import Analysis, LayerResult
 
 from .factories import EVIL, make_analysis, make_diff, make_lrmap, make_noise
 
@@ -41,7 +45,7 @@ def test_safe_json_escapes_markup_and_round_trips():
     data = {"name": EVIL, "q": 'a "b" & </script><!--', "ls": "\u2028"}
     text = safe_json(data)
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
-    assert json.loads(text) == data
+    assert json.loads(text) == dict(data, ls="\\u2028")  # round trips, with the separator made visible
 
 
 def test_report_has_every_section(analysis):
@@ -169,15 +173,19 @@ def test_esd_grid_is_capped(analysis):
 
 
 def test_crafted_analysis_json_with_wrong_types(tmp_path):
-    """Numbers replaced by markup in a hand-edited analysis file: rendered as text, never as HTML."""
+    """Numbers replaced by markup in a hand-edited analysis file: refused by the reader, naming the
+    field; markup where text is allowed (config, summary) is rendered as text, never as HTML."""
     a = make_analysis(blocks=1)
     data = a.to_dict()
     bad = '<img src=x onerror="alert(3)">'
-    rec = data["layers"][1]
-    rec.update(depth=bad, alpha=bad, num_pl_spikes=bad, num_traps=bad, N=bad, shape=[bad, 3], xmin=bad)
+    path = tmp_path / "analysis.json"
+    for field, value in (("depth", bad), ("alpha", bad), ("num_pl_spikes", bad), ("N", bad), ("shape", [bad, 3])):
+        rec = dict(data["layers"][1], **{field: value})
+        path.write_text(json.dumps(dict(data, layers=[data["layers"][0], rec])))
+        with pytest.raises(FormatError, match=rf"layers\[1\] \('{rec['name']}'\)\.{field}"):
+            load_analysis(path)
     data["config"] = {bad: bad}
     data["summary"] = {"num_params": bad}
-    path = tmp_path / "analysis.json"
     path.write_text(json.dumps(data))
     html = render_report(load_analysis(path))
     page = _parse(html)
@@ -185,13 +193,67 @@ def test_crafted_analysis_json_with_wrong_types(tmp_path):
     assert bad in "".join(page.text)
 
 
-def test_crafted_side_inputs_do_not_break_the_page(analysis):
+@pytest.mark.parametrize("side, change, field", [
+    ("lrmap", {"options": ["not", "a", "dict"]}, r"options must be an object"),
+    ("lrmap", {"layers": ["junk", 3]}, r"layers\[0\] must be an object"),
+    ("lrmap", {"layers": [{"name": "<b>", "param": "p", "depth": "<b>", "metric": "a", "value": 1, "multiplier": 1}]},
+     r"layers\[0\] \('<b>'\)\.depth must be an integer"),
+    ("noise", {"layers": [None]}, r"layers\[0\] must be an object, got null"),
+    ("noise", {"summary": "<script>"}, r"summary must be an object"),
+])
+def test_crafted_side_inputs_are_refused_naming_the_field(analysis, side, change, field):
+    data = (make_lrmap if side == "lrmap" else make_noise)(analysis) | change
+    with pytest.raises(FormatError, match=field):
+        render_report(analysis, **{side: data})
+
+
+def test_markup_in_side_input_strings_is_text(analysis):
     lrmap = make_lrmap(analysis)
-    lrmap.update(options=["not", "a", "dict"], layers=lrmap["layers"] + ["junk", 3])
-    lrmap["layers"][0] = dict(lrmap["layers"][0], depth="<b>", multiplier="<i>x</i>")
+    lrmap["layers"][0] = dict(lrmap["layers"][0], reason="<i>x</i>", metric="<b>m</b>")
+    lrmap["method"] = "<b>rule</b>"
     noise = make_noise(analysis)
-    noise["layers"].append(None)
-    noise["summary"] = "<script>"
+    noise["summary"] = {"b_simple": "<script>alert(1)</script>"}
     html = render_report(analysis, lrmap=lrmap, noise=noise)
     page = _parse(html)
     assert "b" not in page.tags and "i" not in page.tags and page.tags.count("script") == 2
+
+
+#: Characters that must never reach the page raw: C0 (except tab/newline/CR), C1, bidi controls, separators.
+RAW_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _hostile_analysis(name: str, reason: str = "") -> Analysis:
+    layers = (LayerResult(name, name + ".weight", "linear", (8, 8), 1, alpha=1.5, warning="over-trained"),
+              LayerResult("fc", "fc.weight", "linear", (8, 8), 2, alpha=3.0),
+              LayerResult(name + "2", name + "2.weight", "linear", (2, 2), 2, status="skipped", reason=reason))
+    return Analysis(layers=layers, summary={}, config={"note": name}, checkpoint=name + ".safetensors", created="")
+
+
+def test_bidi_overrides_and_controls_show_visibly_in_the_page():
+    name = "enc\u202eoder.\x1b]0;x\x07layer\u2066.q\u200f"
+    a = _hostile_analysis(name, reason="bad\u202e\x9b")
+    lrmap = {"schema": "spectra.lrmap/1", "method": "m", "params": {}, "default": 1.0,
+             "layers": [{"name": name, "param": f"{name}.weight", "depth": 1, "metric": "alpha", "value": 3.0,
+                         "multiplier": 2.0}]}
+    html = render_report(a, lrmap=lrmap, title="t\u202eitle")
+    assert not RAW_UNSAFE.search(html)
+    assert "enc\\u202eoder.\\x1b]0;x\\x07layer\\u2066.q\\u200f" in html and "bad\\u202e\\x9b" in html
+    assert "t\\u202eitle" in html
+
+
+@settings(max_examples=12, deadline=None)
+@given(name=st.text(min_size=1, max_size=30))
+def test_any_layer_name_renders_safely(name):
+    html = render_report(_hostile_analysis(name, reason=name))
+    assert not RAW_UNSAFE.search(html)
+    assert html.count("<script") == 2  # the data blob and the page's own script, nothing injected
+
+
+def test_csp_names_the_pages_script_by_hash():
+    html = render_report(_hostile_analysis("fc0"))
+    import html as html_lib
+
+    csp = html_lib.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1))
+    assert "unsafe-inline" not in csp.split("script-src", 1)[1].split(";")[0]
+    js = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    assert script_hash(js) in csp

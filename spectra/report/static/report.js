@@ -111,4 +111,5 @@
       card.classList.toggle("hidden", flaggedOnly.checked && card.getAttribute("data-flagged") !== "yes");
     });
   });
+  document.documentElement.setAttribute("data-script", "ran");   // the CSP let the page's own script run
 })();
