@@ -26,8 +26,9 @@ import torch
 
 from . import layers as L
 from ._device import check_device, resolve_device
+from ._seeding import stream
 from .core.esd import SOLVERS, NonFiniteMatrixError, eigenvalues, eigenvalues_batched, rank_tolerance
-from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law
+from .core.powerlaw import FITS, bootstrap_alpha, fit_power_law, interval_warning
 from .core.rmt import jensen_shannon_distance, matrix_entropy, mp_fit, norm_metrics
 from .errors import CheckpointError, ConfigError, Interrupted
 from .results import Analysis, LayerResult
@@ -60,7 +61,8 @@ class AnalyzeConfig:
         compare_distributions: power law vs lognormal and exponential at the fitted xmin (needs the
             ``powerlaw`` package).
         dtype, device, solver: eigen-solver precision, device (auto|cpu|cuda) and method (gram|svd).
-        seed: seed of the torch.Generator used for bootstrap and shuffles.
+        seed: seed of the bootstrap draws and shuffles; each layer draws from its own stream, derived
+            from the seed and the layer's name, so results do not depend on processing order.
         batch_size: equally shaped matrices solved together (default: 1 on CPU, 16 on CUDA).
     """
 
@@ -150,13 +152,14 @@ def analyze_matrix(
     *,
     matrix: torch.Tensor | None = None,
     scale: float = 1.0,
-    generator: torch.Generator | None = None,
 ) -> LayerResult:
     """Metrics of one matrix from its eigenvalues (and the matrix itself for ``randomize``).
 
     ``base`` carries the identity fields (name, param, kind, shape, depth, N, M, dtype, expert);
     ``scale`` is the factor already applied to ``evals`` (0.5 for conv kernels), reapplied to the
-    shuffled matrix's spectrum.
+    shuffled matrix's spectrum. Bootstrap draws and shuffles come from streams derived from
+    ``cfg.seed`` and the layer's name (:func:`spectra._seeding.stream`), so a layer's numbers do not
+    depend on which layers ran before it, in which file format, process or rank.
     """
     ev = evals.detach().to("cpu", torch.float64).numpy()
     N, M = base["N"], base["M"]
@@ -177,7 +180,8 @@ def analyze_matrix(
             record.update(num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha)
         if cfg.bootstrap:
             record["alpha_ci"] = bootstrap_alpha(ev, n_boot=cfg.bootstrap, method=cfg.fit, level=cfg.ci_level,
-                                                 generator=generator)
+                                                 generator=stream(cfg.seed, "bootstrap", base["name"]))
+            record["alpha_ci_warning"] = interval_warning(fit.alpha, record["alpha_ci"])
         if cfg.compare_distributions:
             record["compare"] = compare_distributions(ev, fit.xmin)
     else:
@@ -187,7 +191,7 @@ def analyze_matrix(
         record.update(sigma_mp=mp.sigma_mp, num_spikes=mp.num_spikes, mp_softrank=mp.mp_softrank,
                       bulk_min=mp.bulk_min, bulk_max=mp.bulk_max)
     if cfg.randomize and matrix is not None:
-        record.update(_randomized(matrix, ev, N, M, cfg, generator, scale))
+        record.update(_randomized(matrix, ev, N, M, cfg, stream(cfg.seed, "randomize", base["name"]), scale))
     return LayerResult(**record)
 
 
@@ -281,7 +285,6 @@ def analyze(
         raise ConfigError("pass either config or keyword options, not both")
     device = cfg.resolve_device()
     batch_size = cfg.batch_size or (16 if device.type == "cuda" else 1)
-    generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
     with open_checkpoint(source, trust_pickle=trust_pickle) as ckpt:
         structure = describe(ckpt)
@@ -325,7 +328,7 @@ def analyze(
                     continue
                 ev = ev * job.scale
                 rec = analyze_matrix(ev, job.base, cfg, matrix=job.matrix if cfg.randomize else None,
-                                     scale=job.scale, generator=generator)
+                                     scale=job.scale)
                 records.append(rec)
                 evals_out[rec.name] = ev.cpu().numpy()
             pending.clear()

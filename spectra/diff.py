@@ -2,8 +2,9 @@
 
 Per weight matrix (conv kernels viewed as (out, in*k*k), expert stacks one matrix per expert) the
 update dW = W_B - W_A is summarised by :func:`spectra.core.geometry.update_geometry`: relative update
-||dW||_F/||W_A||_F, spectral ratio, top singular value growth, stable and effective rank of dW, and the
-overlap of the top-k singular subspaces of dW and W_A against its exact random baseline. The change
+||dW||_F/||W_A||_F, spectral ratio, top singular value growth, stable, effective and numerical rank of
+dW, and how much of dW's top singular subspace (at most its rank) lies in W_A's top-k subspace, against
+its exact random baseline. The change
 in the HT-SR exponent alpha uses the same eigenvalue convention as ``spectra analyze``. Keys only in
 one file or with different shapes are listed under ``mismatched``; they never stop the run. Biases
 and norm weights are listed under ``vectors`` with their relative update and the layer they attach to.
@@ -62,6 +63,8 @@ class LayerDiff(Record):
     overlap_right: float = NAN
     overlap_baseline: float = NAN
     topk: int | None = None
+    dw_rank: int | None = checked(None, ge=0)
+    dw_k: int | None = checked(None, ge=0)
     alpha_a: float = NAN
     alpha_b: float = NAN
     delta_alpha: float = NAN
@@ -143,7 +146,7 @@ def _matrix_records(spec, depth: int, ta: torch.Tensor, tb: torch.Tensor, *, top
         kw = {f: getattr(geo, f) for f in ("rel_update", "rel_update_rms", "spectral_ratio", "sv_growth",
                                            "dw_stable_rank", "dw_effective_rank", "subspace_overlap",
                                            "overlap_left", "overlap_right", "overlap_baseline", "topk",
-                                           "norm_a", "norm_dw")}
+                                           "dw_rank", "dw_k", "norm_a", "norm_dw")}
         out.append(LayerDiff(**base, **kw, alpha_a=alpha_a, alpha_b=alpha_b, delta_alpha=alpha_b - alpha_a))
     return out
 
@@ -263,7 +266,8 @@ def diff(
                                       max_tokens=max_tokens, k=activation_k, method=method)
     config = {"topk": topk, "alpha": alpha, "fit": "ww" if alpha else None, "device": str(dev), "dtype": dtype,
               "order": sa.order, "order_source": sa.source,
-              "overlap": "mean of left and right top-k singular subspaces of dW vs W_A; baseline (k/N + k/M)/2"}
+              "overlap": "share of dW's top k_d singular directions (k_d = min(topk, rank dW)) inside W_A's top k_a "
+                         "(k_a = min(topk, rank W_A)), mean of left and right sides; baseline (k_a/N + k_a/M)/2"}
     return DiffResult(tuple(layers), tuple(_by_depth(layers)), _summary(layers, mismatched), config, name_a, name_b,
                       tuple(mismatched), tuple(vectors), activations,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -91,6 +91,7 @@ class LayerResult(Record):
     attached: tuple[str, ...] = ()
     # optional groups: bootstrap, fingers, Marchenko-Pastur, randomization, distribution comparison
     alpha_ci: tuple[float, float] | None = checked(None, gt=0)
+    alpha_ci_warning: str = ""
     num_fingers: int | None = checked(None, ge=0)
     raw_alpha: float = checked(NAN, gt=0)
     sigma_mp: float = checked(NAN, ge=0)

@@ -56,9 +56,11 @@ def test_constructed_updates():
     assert rank1.dw_effective_rank == pytest.approx(1.0, abs=1e-3)
     d = (b["layers.0.fc.weight"] - a["layers.0.fc.weight"]).double()
     assert rank1.rel_update == pytest.approx(float(d.norm() / a["layers.0.fc.weight"].double().norm()), rel=1e-6)
+    assert (rank1.dw_rank, rank1.dw_k, rank1.topk) == (1, 1, 3)  # float32 rounding of W_B is not a direction
     top = r.layer("layers.1.fc")
     assert top.subspace_overlap == pytest.approx(1.0, abs=1e-5)
     assert top.overlap_baseline == pytest.approx((3 / 20 + 3 / 12) / 2)
+    assert (top.dw_rank, top.dw_k) == (3, 3)
     assert top.sv_growth == pytest.approx(0.3 / 5, rel=1e-4)
     conv = r.layer("layers.1.conv")
     assert conv.rel_update == pytest.approx(0.2, rel=1e-5) and conv.shape == (6, 3, 3, 3)
@@ -72,6 +74,20 @@ def test_constructed_updates():
     # depths follow analyze's rules, biases take their layer's depth
     assert (r.layer("embed").depth, rank1.depth, top.depth, r.layer("head").depth) == (0, 1, 2, 3)
     assert bias["depth"] == 1
+
+
+def test_merged_lora_delta_through_diff(tmp_path):
+    """A rank-4 LoRA delta merged into float32 safetensors weights: aligned with W_A's top directions."""
+    gen = torch.Generator().manual_seed(7)
+    u, v = _orth(96, 64, gen), _orth(64, 64, gen)
+    w = (u @ torch.diag(torch.logspace(1, -1, 64, dtype=torch.float64)) @ v.T).float()
+    delta = u[:, :4] @ torch.diag(torch.tensor([0.5, 0.4, 0.3, 0.2], dtype=torch.float64)) @ v[:, :4].T
+    save_file({"q.weight": w}, tmp_path / "a.safetensors")
+    save_file({"q.weight": (w.double() + delta).float()}, tmp_path / "b.safetensors")
+    rec = diff(tmp_path / "a.safetensors", tmp_path / "b.safetensors", topk=10, alpha=False, device="cpu").layer("q")
+    assert (rec.dw_rank, rec.dw_k, rec.topk) == (4, 4, 10)
+    assert rec.subspace_overlap >= 0.99 and rec.overlap_baseline == pytest.approx((10 / 96 + 10 / 64) / 2)
+    assert rec.to_dict()["dw_rank"] == 4
 
 
 def test_mismatches_are_reported_not_fatal():

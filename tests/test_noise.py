@@ -252,3 +252,82 @@ def test_cuda_matches_cpu():
     assert gpu.summary["trace_sigma"] == pytest.approx(cpu.summary["trace_sigma"], rel=1e-3)
     pe = measure_noise(make_task(), batches=2, per_example=True, device="cuda")
     assert pe.config["per_example_method"] == "torch.func"
+
+
+def shuffled_task(n: int = 96, batch_size: int = 16) -> Task:
+    """A task whose model init and data order come from the global torch RNG (unseeded loader)."""
+    from spectra.train.tasks import TensorLoader
+
+    x = torch.randn(n, 6)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    loader = TensorLoader((x, y), batch_size, shuffle=True)
+    return Task(name="shuffled", model=TinyNet(), train_loader=loader, eval_loader=loader)
+
+
+def _strip(result):
+    data = result.to_dict()
+    data.pop("created")
+    return data
+
+
+def test_same_seed_same_result_different_seed_different_and_caller_rng_untouched():
+    spec = "tests.test_noise:shuffled_task"
+    before = torch.get_rng_state()
+    a = measure_noise(spec, batches=3, micro_batch=4, device="cpu", seed=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(5)  # whatever the caller's stream does in between
+    b = measure_noise(spec, batches=3, micro_batch=4, device="cpu", seed=0)
+    c = measure_noise(spec, batches=3, micro_batch=4, device="cpu", seed=1)
+    assert _strip(a) == _strip(b)
+    assert a.summary["b_simple"] != c.summary["b_simple"]
+    pe = [measure_noise(spec, task_args={"batch_size": 8}, batches=2, per_example=True, device="cpu", seed=3)
+          for _ in range(2)]
+    assert _strip(pe[0]) == _strip(pe[1]) and pe[0].config["b_big"] == 8
+
+
+def test_result_carries_intervals_and_reliability():
+    result = measure_noise(make_task(n=256), batches=12, micro_batch=4, device="cpu")
+    s = result.summary
+    assert s["rounds"] == 12 and result.config["level"] == 0.95
+    lo, hi = s["g2_ci"]
+    assert lo < s["grad_sq"] < hi
+    lo, hi = s["trace_sigma_ci"]
+    assert lo < s["trace_sigma"] < hi
+    assert isinstance(s["reliable"], bool) and (s["reliable"] or s["reliable_reason"])
+    for r in result.layers:
+        if r.status == "skipped":
+            assert not r.reliable and r.g2_ci is None
+            continue
+        assert r.g2_ci[0] < r.grad_sq < r.g2_ci[1]
+        assert r.reliable == (r.g2_ci[0] > 0 and r.b_simple_ci is not None
+                              and r.b_simple_ci[1] <= 4 * r.b_simple_ci[0])
+        if r.b_simple_ci is not None:
+            assert r.b_simple_ci[0] <= r.b_simple <= r.b_simple_ci[1]
+    assert s["num_reliable"] == sum(r.reliable for r in result.layers)
+    back = NoiseResult.from_dict(result.to_dict())
+    assert back.to_dict() == result.to_dict() and back.layers[0].g2_ci == result.layers[0].g2_ci
+    one = measure_noise(make_task(), batches=1, micro_batch=4, device="cpu")
+    assert all(not r.reliable and r.g2_ci is None for r in one.layers) and one.summary["g2_ci"] is None
+
+
+def test_optimizer_proxy_at_step_one_fails_layers_with_a_reason_not_a_traceback(tmp_path):
+    path, _, _ = _adam_checkpoint(tmp_path, steps=1)
+    result = optimizer_noise(path, task=make_task(), batch_size=16)
+    measured = [r for r in result.layers if r.status != "skipped"]
+    assert measured and all(r.status == "failed" and r.reason.startswith("optimizer step 1") for r in measured)
+    assert result.summary["status"] == "failed" and not result.summary["reliable"]
+    assert result.config["step"] == [1, 1]
+    from spectra.noise.advice import noise_advice
+
+    assert any("step 1" in line for line in noise_advice(result))
+
+
+def test_optimizer_proxy_is_never_reliable_and_says_why(tmp_path):
+    path, _, _ = _adam_checkpoint(tmp_path, steps=30)
+    result = optimizer_noise(path, task=make_task())
+    assert all(not r.reliable for r in result.layers)
+    assert all("proxy" in r.reliable_reason for r in result.layers if r.status == "success")
+    from spectra.noise.advice import noise_advice
+
+    text = " ".join(noise_advice(result))
+    assert "no error bars" in text and "--batch-size" in text and "--task" in text

@@ -35,16 +35,18 @@ def noise_cmd(
 
     to_stdout = is_stdout(out)
     check_outputs({"--out": (out, (".json",))}, inputs=[checkpoint])
-    built = load_task(task, **parse_pairs(task_arg, "--task-arg")) if task else None
+    task_args = parse_pairs(task_arg, "--task-arg")
     if from_optimizer:
         if checkpoint is None:
             raise ConfigError("--from-optimizer reads optimizer state from --checkpoint; give one")
+        built = load_task(task, **task_args) if task else None  # only its parameter order is used
         result = optimizer_noise(checkpoint, task=built, batch_size=batch_size, trust_pickle=trust_pickle)
     else:
-        if built is None:
+        if task is None:
             raise ConfigError("give --task (to measure gradients) or --from-optimizer --checkpoint CKPT")
         with progress_callback("noise", quiet=quiet or to_stdout) as on_progress:
-            result = measure_noise(built, checkpoint, batches=batches, micro_batch=micro_batch,
+            # built inside measure_noise, under the seed: model init and data order follow --seed
+            result = measure_noise(task, checkpoint, task_args=task_args, batches=batches, micro_batch=micro_batch,
                                    per_example=per_example, device=device, seed=seed, trust_pickle=trust_pickle,
                                    progress=on_progress)
     emit(result, out, quiet=quiet, render=render_noise)

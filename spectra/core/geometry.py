@@ -8,11 +8,19 @@ Weight updates (W_A -> W_B, dW = W_B - W_A; conv kernels viewed as (out, in*k*k)
     sv_growth      = sigma_1(W_B) / sigma_1(W_A) - 1
     stable_rank    = ||dW||_F^2 / ||dW||_2^2
     effective_rank = exp(-sum p_i log p_i), p_i = sigma_i / sum sigma_j     (Roy & Vetterli 2007)
-    overlap_k      = ||U_k(dW)^T U_k(W_A)||_F^2 / k  = mean cos^2 of the k principal angles
+    overlap        = ||U_d^T U_a||_F^2 / k_d  = mean over dW's top-k_d directions of the share of
+                     each that lies in the span of W_A's top-k_a directions
 
-The random baseline of the overlap is exact: for a uniformly random k-dimensional subspace of R^n the
-expected projector is (k/n) I, so E ||U_rand^T U||_F^2 / k = k/n (our derivation). We average the
-left (output, n = N) and right (input, n = M) sides, so the baseline is (k/N + k/M) / 2.
+with k_d = min(topk, rank(dW)) and k_a = min(topk, rank(W_A)), ranks numerical (see
+:func:`numerical_rank`). Counting only the directions dW actually has matters for low-rank updates
+(merged LoRA deltas, rank 4 to 16): the singular vectors of dW beyond its rank span an arbitrary
+part of its null space and would drag the overlap towards the random baseline.
+
+The random baseline is exact (our derivation): if U_d spans a uniformly random j-dimensional
+subspace of R^n (any j >= 1), its projector has expectation E[U_d U_d^T] = (j/n) I, so
+E ||U_d^T U_a||_F^2 = tr(U_a^T (j/n) I U_a) = j k_a / n and the overlap's expectation is k_a / n,
+whatever j is. We average the left (output, n = N) and right (input, n = M) sides, so
+overlap_baseline = (k_a/N + k_a/M) / 2.
 
 Activation geometry, our reading of Yoo 2026, "On the Geometric Structure of Layer Updates in Deep
 Language Models" (arXiv 2604.02459; abstract and a secondary summary only): for block l with input
@@ -37,6 +45,8 @@ __all__ = [
     "principal_angles",
     "subspace_overlap",
     "overlap_baseline",
+    "numerical_rank",
+    "update_rank_tolerance",
     "UpdateGeometry",
     "update_geometry",
     "ActivationGeometry",
@@ -100,15 +110,26 @@ def principal_angles(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def subspace_overlap(u: torch.Tensor, v: torch.Tensor) -> float:
-    """||u^T v||_F^2 / min(k_u, k_v) in [0, 1]: the mean squared cosine of the principal angles."""
-    k = min(u.shape[1], v.shape[1])
-    return float((u.double().T @ v.double()).square().sum()) / k if k else NAN
+    """||u^T v||_F^2 / k_u in [0, 1]: how much of span(u) lies in span(v) (u, v orthonormal columns).
+
+    The mean over u's k_u directions of the squared norm of each one's projection onto span(v); 1
+    when span(u) is inside span(v), 0 when orthogonal. With k_u <= k_v it is the mean squared cosine
+    of the k_u principal angles. NaN when u has no columns.
+
+    >>> e = torch.eye(3)
+    >>> subspace_overlap(e[:, :1], e[:, :2]), subspace_overlap(e[:, :2], e[:, :1])
+    (1.0, 0.5)
+    """
+    k = u.shape[1]
+    return float((u.double().T @ v.double()).square().sum()) / k if k and v.shape[1] else NAN
 
 
 def overlap_baseline(k: int, n: int) -> float:
-    """Expected :func:`subspace_overlap` of a random k-dim subspace against a fixed k-dim one in R^n.
+    """Expected :func:`subspace_overlap` of a uniformly random subspace (any dimension) against a fixed
+    k-dimensional one in R^n: exactly k/n.
 
-    E[P_rand] = (k/n) I, hence E ||U_rand^T U||_F^2 = k^2/n and the overlap's mean is exactly k/n.
+    A random j-dim projector has E[P] = (j/n) I, hence E ||U_rand^T U_k||_F^2 = j k / n, and dividing
+    by j leaves k/n, independent of j.
 
     >>> overlap_baseline(4, 16)
     0.25
@@ -116,9 +137,40 @@ def overlap_baseline(k: int, n: int) -> float:
     return min(k, n) / n if n > 0 else NAN
 
 
+def numerical_rank(sv: torch.Tensor, tol: float) -> int:
+    """Number of singular values above ``tol`` (and above zero)."""
+    return int((sv > max(tol, 0.0)).sum())
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    """u = eps / 2 of a floating dtype (bfloat16 2^-8, float16 2^-11, float32 2^-24, float64 2^-53)."""
+    return torch.finfo(dtype).eps / 2 if dtype.is_floating_point else torch.finfo(torch.float64).eps / 2
+
+
+def update_rank_tolerance(s_top: float, n: int, m: int, work: torch.dtype, stored: torch.dtype,
+                          rms_a: float, rms_b: float) -> float:
+    """Singular values of dW at or below this are numerical noise, not update directions.
+
+    The larger of two floors: the SVD's own, max(N, M) eps_work sigma_1(dW) (numpy's matrix_rank
+    default), and the rounding of the stored weights, u (sqrt N + sqrt M)(rms(W_A) + rms(W_B)) with
+    u the unit roundoff of the checkpoint's dtype. Rounding W_A + delta to that dtype adds a matrix
+    of entries at most u |w_ij| each, whose spectral norm is about u rms(W) (sqrt N + sqrt M) / sqrt 3
+    (a random matrix with iid entries): so a rank-4 update merged into float32 weights has rank 4,
+    not min(N, M).
+    """
+    svd_floor = max(n, m) * torch.finfo(work).eps * s_top
+    rounding = _unit_roundoff(stored) * (math.sqrt(n) + math.sqrt(m)) * (rms_a + rms_b)
+    return max(svd_floor, rounding)
+
+
 @dataclass(frozen=True)
 class UpdateGeometry:
-    """Geometry of one update dW = W_B - W_A (see the module docstring for the formulas)."""
+    """Geometry of one update dW = W_B - W_A (see the module docstring for the formulas).
+
+    ``topk`` is k_a, the number of W_A's singular vectors spanning its top subspace; ``dw_k`` is k_d,
+    the number of dW's singular vectors compared with it, min(topk, dw_rank); ``dw_rank`` is the
+    numerical rank of dW (:func:`update_rank_tolerance`).
+    """
 
     rel_update: float
     rel_update_rms: float
@@ -134,21 +186,25 @@ class UpdateGeometry:
     principal_angles: tuple[float, ...]
     norm_a: float
     norm_dw: float
+    dw_rank: int = 0
+    dw_k: int = 0
 
 
 def update_geometry(w_a: torch.Tensor, w_b: torch.Tensor, *, topk: int = 10,
                     dtype: torch.dtype = torch.float64) -> UpdateGeometry:
     """Every weight-update metric for one matrix (or conv kernel, seen as (out, in*k*k)).
 
-    ``topk`` is capped at min(N, M); principal angles are between the top-k left singular vectors
-    of dW and of W_A (degrees). ``dtype`` is the working precision (float32 is faster on big
-    matrices; dW of a small update loses digits in it).
+    The overlap compares dW's top k_d = min(topk, rank dW) left (and right) singular vectors with
+    W_A's top k_a = min(topk, rank W_A); principal angles are between those left subspaces
+    (degrees). ``dtype`` is the working precision (float32 is faster on big matrices; dW of a small
+    update loses digits in it). The inputs' own dtype sets the rounding floor of the rank.
 
     >>> w = torch.eye(4)
-    >>> g = update_geometry(w, w + 0.1 * torch.outer(torch.ones(4), torch.ones(4)), topk=1)
-    >>> round(g.dw_stable_rank, 6), round(g.rel_update, 6)
-    (1.0, 0.2)
+    >>> g = update_geometry(w, w + 0.1 * torch.outer(torch.ones(4), torch.ones(4)), topk=2)
+    >>> round(g.dw_stable_rank, 6), round(g.rel_update, 6), g.dw_rank, g.dw_k, g.topk
+    (1.0, 0.2, 1, 1, 2)
     """
+    stored = w_a.dtype if _unit_roundoff(w_a.dtype) >= _unit_roundoff(w_b.dtype) else w_b.dtype
     a = matrix_view(w_a.detach()).to(dtype)
     b = matrix_view(w_b.detach()).to(dtype)
     if a.shape != b.shape:
@@ -158,15 +214,20 @@ def update_geometry(w_a: torch.Tensor, w_b: torch.Tensor, *, topk: int = 10,
     u_a, s_a, vh_a = torch.linalg.svd(a, full_matrices=False)
     u_d, s_d, vh_d = torch.linalg.svd(dw, full_matrices=False)
     s_b1 = float(torch.linalg.matrix_norm(b, ord=2))
-    k = max(1, min(int(topk), n, m))
     norm_a, norm_dw = float(s_a.square().sum().sqrt()), float(s_d.square().sum().sqrt())
-    std_a = float(a.std()) if a.numel() > 1 else NAN
+    rms_a, rms_b = norm_a / math.sqrt(n * m), float(torch.linalg.vector_norm(b)) / math.sqrt(n * m)
     top_a = float(s_a[0])
-    if norm_dw > 0:
-        left = subspace_overlap(u_d[:, :k], u_a[:, :k])
-        right = subspace_overlap(vh_d[:k].T, vh_a[:k].T)
-        angles = tuple(math.degrees(t) for t in principal_angles(u_d[:, :k], u_a[:, :k]).tolist())
-    else:
+    eps = torch.finfo(dtype).eps
+    rank_a = numerical_rank(s_a, max(n, m) * eps * top_a)
+    rank_d = numerical_rank(s_d, update_rank_tolerance(float(s_d[0]), n, m, dtype, stored, rms_a, rms_b))
+    k_a = min(int(topk), rank_a)
+    k_d = min(int(topk), rank_d)
+    std_a = float(a.std()) if a.numel() > 1 else NAN
+    if k_d and k_a:
+        left = subspace_overlap(u_d[:, :k_d], u_a[:, :k_a])
+        right = subspace_overlap(vh_d[:k_d].T, vh_a[:k_a].T)
+        angles = tuple(math.degrees(t) for t in principal_angles(u_d[:, :k_d], u_a[:, :k_a]).tolist())
+    else:  # no update above the rounding floor, or a zero W_A: no subspace to compare
         left = right = NAN
         angles = ()
     return UpdateGeometry(
@@ -179,11 +240,13 @@ def update_geometry(w_a: torch.Tensor, w_b: torch.Tensor, *, topk: int = 10,
         subspace_overlap=(left + right) / 2.0,
         overlap_left=left,
         overlap_right=right,
-        overlap_baseline=(overlap_baseline(k, n) + overlap_baseline(k, m)) / 2.0,
-        topk=k,
+        overlap_baseline=(overlap_baseline(k_a, n) + overlap_baseline(k_a, m)) / 2.0 if k_a else NAN,
+        topk=k_a,
         principal_angles=angles,
         norm_a=norm_a,
         norm_dw=norm_dw,
+        dw_rank=rank_d,
+        dw_k=k_d,
     )
 
 

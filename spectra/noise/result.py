@@ -10,7 +10,7 @@ from .._version import __version__
 from ..core.noise import mean_abs_difference
 from ..records import NAN, Record, ResultFile, checked
 
-__all__ = ["NOISE_SCHEMA", "LayerNoise", "NoiseResult", "summarize", "created_now"]
+__all__ = ["NOISE_SCHEMA", "LayerNoise", "NoiseResult", "summarize", "created_now", "layer_noise"]
 
 NOISE_SCHEMA = "spectra.noise/1"
 STATUSES = ("success", "failed", "skipped")
@@ -23,6 +23,11 @@ class LayerNoise(Record):
     ``grad_sq`` = |G|^2, ``trace_sigma`` = tr(Sigma) per example, ``b_simple`` = tr(Sigma)/|G|^2,
     ``snr`` = |G|^2/tr(Sigma). ``grad_fro``/``grad_spectral``/``grad_nuclear`` are norms of the
     weight's big-batch gradient (matrix view), averaged over rounds.
+
+    ``g2_ci``, ``trace_sigma_ci``, ``b_simple_ci``: ``[lo, hi]`` confidence intervals from the spread
+    over rounds (Student for the two means, Fieller for their ratio; null with one round, and for
+    B_simple when unbounded). ``reliable`` is False when the numbers are too uncertain to act on,
+    with a short ``reliable_reason`` (see :func:`spectra.core.noise.reliability`).
     """
 
     name: str
@@ -40,6 +45,11 @@ class LayerNoise(Record):
     grad_effective_rank: float = NAN
     status: str = checked("success", choices=STATUSES)
     reason: str = ""
+    g2_ci: tuple[float, float] | None = None
+    trace_sigma_ci: tuple[float, float] | None = None
+    b_simple_ci: tuple[float, float] | None = checked(None, ge=0)
+    reliable: bool = False
+    reliable_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,15 @@ class NoiseResult(ResultFile):
         return pd.DataFrame(rows)
 
 
+def layer_noise(group, stats, numel: int, norms: Any, reason: str | None = None) -> LayerNoise:
+    """One layer's record from its :class:`~spectra.noise.measure.LayerGroup`, its
+    :class:`~spectra.core.noise.NoiseStats` and its gradient norms (a ``GradNorms``)."""
+    return LayerNoise(group.name, group.params, group.depth, numel, group.kind, stats.grad_sq, stats.trace_sigma,
+                      stats.b_simple, stats.snr, norms.fro, norms.spectral, norms.nuclear, norms.effective_rank,
+                      stats.status, stats.reason if reason is None else reason, stats.g2_ci, stats.trace_sigma_ci,
+                      stats.b_simple_ci, stats.reliable, stats.reliable_reason)
+
+
 def created_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -82,7 +101,10 @@ def summarize(layers: Sequence[LayerNoise], total, **extra) -> dict[str, Any]:
     ordered = sorted(ok, key=lambda r: r.depth)
     b = sorted(r.b_simple for r in ok)
     return {"b_simple": total.b_simple, "grad_sq": total.grad_sq, "trace_sigma": total.trace_sigma,
-            "snr": total.snr, "status": total.status, "reason": total.reason, "num_layers": len(layers),
-            "num_failed": sum(r.status == "failed" for r in layers),
+            "snr": total.snr, "status": total.status, "reason": total.reason,
+            "g2_ci": total.g2_ci, "trace_sigma_ci": total.trace_sigma_ci, "b_simple_ci": total.b_simple_ci,
+            "reliable": total.reliable, "reliable_reason": total.reliable_reason,
+            "num_layers": len(layers), "num_failed": sum(r.status == "failed" for r in layers),
+            "num_reliable": sum(bool(r.reliable) for r in layers),
             "b_simple_median": b[len(b) // 2] if b else NAN,
             "grad_nuclear_mad": mean_abs_difference([r.grad_nuclear for r in ordered]), **extra}

@@ -114,6 +114,10 @@ def _check_metric(record_type: type, metric: str, origin: str) -> None:
         raise ConfigError(f"{origin} has no per-layer {metric!r}; it has: {', '.join(valid)}")
 
 
+_NO_RELIABILITY = ("no `reliable` flag for this layer (a noise file written before spectra measured intervals); "
+                   "re-run spectra noise")
+
+
 def rows_from_noise(noise: "NoiseResult | Mapping[str, Any]", metric: str, *,
                     origin: str = "noise file") -> list[LayerRow]:
     """Rows from a :class:`~spectra.noise.NoiseResult` (or its dict); the weight is the first
@@ -130,6 +134,7 @@ def rows_from_noise(noise: "NoiseResult | Mapping[str, Any]", metric: str, *,
         rows.append(LayerRow(
             name=rec.name, param=param, depth=rec.depth, kind=rec.kind, value=float(getattr(rec, metric)),
             status=rec.status, reason=rec.reason, attached=tuple(p for p in rec.params if p != param),
+            unreliable="" if rec.reliable else (rec.reliable_reason or _NO_RELIABILITY),
         ))
     return rows
 

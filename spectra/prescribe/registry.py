@@ -47,6 +47,8 @@ class LayerRow:
         num_evals: number of eigenvalues behind the metric (``None`` when not spectral).
         attached: 0-D/1-D parameter keys (biases, norms) that belong to this layer: those of its own
             module (its bias) and the norms next to it.
+        unreliable: why the metric is too uncertain to act on (empty when it is not; set from a
+            noise file's ``reliable: false`` and ``reliable_reason``).
     """
 
     name: str
@@ -58,6 +60,7 @@ class LayerRow:
     reason: str = ""
     num_evals: int | None = None
     attached: tuple[str, ...] = ()
+    unreliable: str = ""
 
     @property
     def usable(self) -> bool:

@@ -9,7 +9,10 @@
   ``ref`` is the geometric mean of ``v`` over the measured layers, so the multipliers have geometric
   mean 1 before clipping. With the default ``p = 1/2`` and ``b_simple`` the LR scales with the
   per-layer gradient signal-to-noise *ratio of norms*, ``|G| / sqrt(tr Sigma)`` (LANTON divides by a
-  noise standard deviation). Default clip [0.1, 10].
+  noise standard deviation). Default clip [0.1, 10]. A layer the noise file marks ``reliable:
+  false`` (its confidence interval is too wide to act on, see :func:`spectra.core.noise.reliability`)
+  keeps the default multiplier with that reason, and does not enter ``ref``; ``reliable_only=False``
+  uses every measured layer anyway (needed for an optimizer-state proxy file, which has no intervals).
 * ``update-ratio`` reads a ``spectra.diff/1`` file (``spectra diff A B``) and aims every layer's
   update-to-weight ratio ``rel_update = ||W_B - W_A||_F / ||W_A||_F`` at one target:
   ``m_l = target / rel_update_l``, by default ``target`` = the geometric mean over layers, so the
@@ -57,8 +60,10 @@ def _geomean(values: list[float]) -> float:
     clip=(0.1, 10.0),
     source="spectra reconstruction; cf. Hao et al. 2025, LANTON, arXiv 2510.14009",
 )
-def noise(rows: Sequence[LayerRow], *, power: float = 0.5, metric: str = "b_simple") -> list[Decision]:
-    """``m_l = (ref / v_l)^p`` (noise metrics) or ``(v_l / ref)^p`` (signal metrics), ``ref`` = geomean.
+def noise(rows: Sequence[LayerRow], *, power: float = 0.5, metric: str = "b_simple",
+          reliable_only: bool = True) -> list[Decision]:
+    """``m_l = (ref / v_l)^p`` (noise metrics) or ``(v_l / ref)^p`` (signal metrics), ``ref`` = geomean
+    over the layers that get a multiplier; with ``reliable_only`` unreliable layers keep the default.
 
     >>> rows = [LayerRow(f"l.{i}", f"l.{i}.weight", i, value=v) for i, v in enumerate([1.0, 4.0, 16.0])]
     >>> [round(d.multiplier, 6) for d in noise(rows)]
@@ -68,7 +73,13 @@ def noise(rows: Sequence[LayerRow], *, power: float = 0.5, metric: str = "b_simp
         raise ConfigError(f"the noise rule reads {', '.join(NOISE_METRICS)}; got --metric {metric!r}")
     if not (math.isfinite(power) and power >= 0):
         raise ConfigError(f"power must be a number >= 0, got {power!r}")
+    if not isinstance(reliable_only, bool):
+        raise ConfigError(f"reliable_only must be true or false, got {reliable_only!r}")
     ok, out = _positive(rows, metric)
+    if reliable_only:
+        for i in [i for i in ok if rows[i].unreliable]:
+            out[i] = leave(f"unreliable noise estimate: {rows[i].unreliable}")
+        ok = [i for i in ok if not rows[i].unreliable]
     if not ok:
         return out
     ref = _geomean([rows[i].value for i in ok])

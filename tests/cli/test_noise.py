@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from torch import nn
@@ -63,6 +64,39 @@ def test_optimizer_proxy(tmp_path):
     data = json.loads((tmp_path / "n.json").read_text())
     assert data["source"] == "optimizer-proxy" and data["config"]["batch_size"] == 16
     assert "proxy" in res.stdout
+
+
+def shuffled_task(batch_size: int = 16) -> Task:
+    """Model init and data order drawn from the global RNG, as the built-in tasks do."""
+    from spectra.train.tasks import TensorLoader
+
+    x = torch.randn(96, 5)
+    loader = TensorLoader((x, (x[:, 0] > 0).long()), batch_size, shuffle=True)
+    return Task(name="cli-shuffled", model=nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2)),
+                train_loader=loader, eval_loader=loader)
+
+
+def test_same_seed_gives_identical_output_other_seed_differs():
+    args = ["noise", "--task", "tests.cli.test_noise:shuffled_task", "--batches", "3", "--device", "cpu"]
+    runs = [runner.invoke(app, args + ["--seed", seed]) for seed in ("0", "0", "1")]
+    assert all(r.exit_code == 0 for r in runs), runs[0].output
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout != runs[2].stdout
+    assert re.search(r"\|G\|\^2 \S+ \[\S+, \S+\]", runs[0].stdout)  # the global |G|^2 with its interval
+
+
+def test_optimizer_proxy_at_step_one_explains_instead_of_crashing(tmp_path):
+    task = make_task()
+    opt = torch.optim.Adam(task.model.parameters())
+    x, y = task.train_loader[0]
+    nn.functional.cross_entropy(task.model(x), y).backward()
+    opt.step()
+    path = tmp_path / "step1.pt"
+    torch.save({"model": task.model.state_dict(), "optimizer": opt.state_dict()}, path)
+    res = runner.invoke(app, ["noise", "--from-optimizer", "--checkpoint", str(path), "-o", str(tmp_path / "n.json")])
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert "step 1" in res.stdout and "--task" in res.stdout
+    data = json.loads((tmp_path / "n.json").read_text())
+    assert all(r["status"] == "failed" for r in data["layers"]) and data["summary"]["reliable"] is False
 
 
 def test_errors_are_one_line_exit_2(tmp_path):

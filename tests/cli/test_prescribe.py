@@ -123,8 +123,10 @@ def test_missing_and_wrong_files(tmp_path):
 
 def test_noise_rule_via_option(tmp_path):
     noise = {"schema": "spectra.noise/1", "source": "gradients", "summary": {},
-             "layers": [{"name": "a", "params": ["a.weight"], "depth": 1, "b_simple": 1.0, "status": "success"},
-                        {"name": "b", "params": ["b.weight", "b.bias"], "depth": 2, "b_simple": 4.0, "status": "success"}]}
+             "layers": [{"name": "a", "params": ["a.weight"], "depth": 1, "b_simple": 1.0, "status": "success",
+                         "reliable": True},
+                        {"name": "b", "params": ["b.weight", "b.bias"], "depth": 2, "b_simple": 4.0, "status": "success",
+                         "reliable": True}]}
     path = tmp_path / "noise.json"
     path.write_text(json.dumps(noise))
     result = runner.invoke(app, ["prescribe", "-m", "noise", "--noise", str(path), "-o", "-"])

@@ -75,24 +75,95 @@ def test_update_inside_top_subspace_has_overlap_one():
     assert update_geometry(w, w + 0.01 * low, topk=k).subspace_overlap == pytest.approx(0.0, abs=1e-9)
 
 
-def test_random_update_overlap_matches_baseline():
+def _float32_model_weight(gen, n=160, m=96):
+    """A float32 weight with a decaying spectrum and its float64 singular vectors (u, s, v)."""
+    u, v = _orthonormal(n, n, gen), _orthonormal(m, m, gen)
+    s = torch.logspace(1, -1, min(n, m), dtype=torch.float64)
+    return (u[:, :m] @ torch.diag(s) @ v.T).float(), u, s, v
+
+
+def _merge(w, delta, dtype=torch.float32):
+    """W + delta rounded to the checkpoint dtype, as a merged LoRA or a saved fine-tune would be."""
+    return (w.double() + delta).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_rank_one_update_on_top_singular_pair_has_overlap_one(dtype):
+    """Before counting only dW's numerical rank this read 0.12: null-space vectors of dW entered."""
+    w, u, s, v = _float32_model_weight(torch.Generator().manual_seed(10))
+    w = w.to(dtype)
+    geo = update_geometry(w, _merge(w, 0.05 * s[0] * torch.outer(u[:, 0], v[:, 0]), dtype), topk=10)
+    assert (geo.dw_rank, geo.dw_k, geo.topk) == (1, 1, 10)
+    assert geo.subspace_overlap >= 0.99 and geo.overlap_left >= 0.99 and geo.overlap_right >= 0.99
+    assert geo.overlap_baseline == pytest.approx((10 / 160 + 10 / 96) / 2)
+    assert len(geo.principal_angles) == 1 and geo.principal_angles[0] < 5.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rank_three_update_orthogonal_to_top_ten_has_overlap_zero(dtype):
+    w, u, s, v = _float32_model_weight(torch.Generator().manual_seed(11))
+    w = w.to(dtype)
+    delta = u[:, 20:23] @ torch.diag(torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64)) @ v[:, 20:23].T
+    geo = update_geometry(w, _merge(w, delta, dtype), topk=10)
+    assert (geo.dw_rank, geo.dw_k) == (3, 3)
+    assert geo.subspace_overlap <= 0.01
+
+
+@pytest.mark.parametrize("rank", [4, 16])
+def test_merged_lora_delta_has_its_rank_and_a_random_overlap(rank):
+    """A rank-r B @ A merged into float32 weights: rank r despite the rounding of the sum."""
+    gen = torch.Generator().manual_seed(12)
+    w, *_ = _float32_model_weight(gen)
+    overlaps = []
+    for _ in range(12):
+        lora_b = 0.02 * torch.randn(160, rank, generator=gen, dtype=torch.float64)
+        lora_a = 0.02 * torch.randn(rank, 96, generator=gen, dtype=torch.float64)
+        geo = update_geometry(w, _merge(w, lora_b @ lora_a), topk=10)
+        assert (geo.dw_rank, geo.dw_k) == (rank, min(rank, 10))
+        overlaps.append(geo.subspace_overlap)
+    # random directions: the mean sits at the baseline (12 draws; generous bound, the exact test is below)
+    assert np.mean(overlaps) == pytest.approx((10 / 160 + 10 / 96) / 2, rel=0.3)
+
+
+def test_random_full_rank_update_is_within_five_percent_of_baseline():
     gen = torch.Generator().manual_seed(2)
-    n, m, k = 48, 32, 4
+    n, m, k = 128, 96, 10
     w = _weight(n, m, gen)
-    overlaps = [update_geometry(w, w + torch.randn(n, m, generator=gen, dtype=torch.float64), topk=k).subspace_overlap
-                for _ in range(60)]
+    geos = [update_geometry(w, w + torch.randn(n, m, generator=gen, dtype=torch.float64), topk=k)
+            for _ in range(40)]
     baseline = (k / n + k / m) / 2
-    assert update_geometry(w, w + 1, topk=k).overlap_baseline == pytest.approx(baseline)
-    assert np.mean(overlaps) == pytest.approx(baseline, rel=0.2)
+    assert all(g.dw_rank == m and g.dw_k == k and g.overlap_baseline == pytest.approx(baseline) for g in geos)
+    assert np.mean([g.subspace_overlap for g in geos]) == pytest.approx(baseline, rel=0.05)
 
 
-def test_overlap_baseline_is_exact_expectation():
+@pytest.mark.parametrize("j,k", [(3, 3), (1, 5), (6, 2)])
+def test_overlap_baseline_is_exact_expectation(j, k):
+    """Monte Carlo: a random j-dim subspace against a fixed k-dim one in R^n overlaps k/n on average."""
     gen = torch.Generator().manual_seed(3)
-    n, k = 16, 3
+    n = 16
     fixed = _orthonormal(n, k, gen)
-    values = [subspace_overlap(_orthonormal(n, k, gen), fixed) for _ in range(3000)]
+    values = [subspace_overlap(_orthonormal(n, j, gen), fixed) for _ in range(3000)]
     assert overlap_baseline(k, n) == pytest.approx(k / n)
     assert np.mean(values) == pytest.approx(k / n, abs=4 * np.std(values) / math.sqrt(len(values)))
+
+
+def test_overlap_is_share_of_the_first_subspace_inside_the_second():
+    e = torch.eye(4, dtype=torch.float64)
+    assert subspace_overlap(e[:, :1], e[:, :3]) == 1.0
+    assert subspace_overlap(e[:, :2], e[:, 1:2]) == 0.5
+    assert math.isnan(subspace_overlap(e[:, :0], e[:, :2]))
+
+
+def test_zero_weight_or_rounding_only_update_has_no_overlap():
+    gen = torch.Generator().manual_seed(13)
+    zero = update_geometry(torch.zeros(8, 6), torch.randn(8, 6, generator=gen), topk=3)
+    assert zero.topk == 0 and math.isnan(zero.subspace_overlap) and math.isnan(zero.overlap_baseline)
+    w = torch.randn(64, 32, generator=gen)
+    # dW that is only the float32 rounding of W (relative 1e-7 per entry) has no direction
+    rounded = (w.double() * (1 + 1e-7 * torch.randn(64, 32, generator=gen, dtype=torch.float64))).float()
+    assert bool((rounded != w).any())
+    geo = update_geometry(w, rounded, topk=3)
+    assert geo.dw_rank == 0 and math.isnan(geo.subspace_overlap)
 
 
 def test_principal_angles_match_scipy():

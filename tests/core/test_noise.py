@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from spectra.core.noise import (
+    RELIABLE_SPAN,
     GradientNoise,
     NoiseState,
+    _noise_add,
     _noise_compute,
     _noise_update,
     adam_noise_coefficient,
@@ -69,12 +71,12 @@ def test_accumulator_matches_pure_functions_and_sums_over_groups():
         grads = [{"fc.weight": torch.randn(3, 2, generator=gen) + 1, "fc.bias": torch.randn(3, generator=gen),
                   "out.weight": torch.randn(1, 3, generator=gen) - 2} for _ in range(3)]
         for g in grads:
-            noise.update(g, batch_size=5)
+            noise.accumulate(g, batch_size=5)
         small = {k: sum(float(g[k].double().square().sum()) for g in grads) / 3 for k in grads[0]}
         big = {k: float((sum(g[k].double() for g in grads) / 3).square().sum()) for k in grads[0]}
-        state = _noise_update(state, small, big, 5, 15)
-    noise.update(grads[0], batch_size=5)  # an open round is not counted
-    est, ref = noise.compute(), _noise_compute(state, groups)
+        state = _noise_update(state, small, big, 5, 15, groups)
+    noise.accumulate(grads[0], batch_size=5)  # an open round is not counted
+    est, ref = noise.compute(), _noise_compute(state)
     assert est.rounds == ref.rounds == 4
     for name in groups:
         assert est.groups[name].grad_sq == pytest.approx(ref.groups[name].grad_sq)
@@ -93,7 +95,7 @@ def test_accumulator_reads_module_grads():
     for target in (1.0, 3.0):
         model.zero_grad()
         model.weight.grad = torch.tensor([[target, 0.0]])
-        noise.update(model, batch_size=1)
+        noise.accumulate(model, batch_size=1)
     est = noise.compute().groups["weight"]
     # g = 1, 3: small 5, big 4 -> |G|^2 = 2*4 - 5 = 3, tr = (5 - 4) / (1 - 1/2) = 2
     assert (est.grad_sq, est.trace_sigma) == pytest.approx((3.0, 2.0))
@@ -122,6 +124,16 @@ def test_accumulator_validates_arguments():
         GradientNoise(accumulate=1)
     with pytest.raises(ValueError, match="beta"):
         GradientNoise(beta=0.0)
+    with pytest.raises(ValueError, match="level"):
+        GradientNoise(level=1.0)
+    noise = GradientNoise()
+    noise.accumulate({"w": torch.ones(2)}, batch_size=4)
+    with pytest.raises(ValueError, match="two small batches"):
+        noise.close_round()
+    with pytest.raises(ValueError, match="batch_size changed"):
+        noise.accumulate({"w": torch.ones(2)}, batch_size=2)
+    with pytest.raises(ValueError, match="big_sq"):
+        noise.update({"w": 1.0}, {}, 1, 2)
 
 
 def test_adam_coefficient_closed_form_matches_sum():
@@ -129,6 +141,12 @@ def test_adam_coefficient_closed_form_matches_sum():
         w = [(1 - beta1) * beta1**k / (1 - beta1**t) for k in range(t)]
         assert adam_noise_coefficient(beta1, t) == pytest.approx(sum(x * x for x in w), rel=1e-10)
     assert adam_noise_coefficient(0.9, 1) == pytest.approx(1.0)
+
+
+def test_adam_proxy_at_step_one_is_nan_not_a_division_by_zero():
+    g = torch.tensor([0.3, -0.2])
+    grad_sq, trace = adam_noise_estimates(0.1 * g, 0.001 * g * g, beta1=0.9, beta2=0.999, step=1)
+    assert math.isnan(grad_sq) and math.isnan(trace)
 
 
 def test_adam_proxy_recovers_signal_and_noise():
@@ -172,3 +190,113 @@ def test_core_imports_no_frame_plot_or_cli_library():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# ------------------------------------------------------------------ intervals and reliability
+
+
+def _rounds(gen, rounds, *, mean, std, b_small, n_small):
+    """Per round: (small_sq, big_sq) of n_small small batches of b_small Gaussian per-example gradients."""
+    ex = mean + std * torch.randn(rounds, n_small, b_small, mean.numel(), generator=gen, dtype=torch.float64)
+    micro = ex.mean(2)
+    return micro.square().sum(-1).mean(1), micro.mean(1).square().sum(-1)
+
+
+def test_intervals_are_student_over_the_per_round_estimates():
+    from scipy import stats
+
+    gen = torch.Generator().manual_seed(4)
+    small, big = _rounds(gen, 6, mean=torch.full((50,), 0.3, dtype=torch.float64),
+                         std=torch.ones(50, dtype=torch.float64), b_small=2, n_small=4)
+    state = NoiseState()
+    for s, b in zip(small.tolist(), big.tolist()):
+        state = _noise_update(state, {"w": s}, {"w": b}, 2, 8)
+    st = _noise_compute(state).groups["w"]
+    g, t = unbiased_estimates(small, big, 2, 8)
+    for ci, x in ((st.g2_ci, g.numpy()), (st.trace_sigma_ci, t.numpy())):
+        assert ci == pytest.approx(stats.t.interval(0.95, 5, loc=x.mean(), scale=stats.sem(x)))
+    lo, hi = st.b_simple_ci
+    assert lo < st.b_simple < hi and st.reliable and st.reliable_reason == ""
+    assert (st.grad_sq, st.trace_sigma) == pytest.approx((float(g.mean()), float(t.mean())))
+
+
+def test_interval_coverage_on_gaussian_gradients():
+    """400 experiments of 8 rounds with known |G|^2 = 4.5 and tr(Sigma) = 50 (B_simple 11.1)."""
+    gen = torch.Generator().manual_seed(5)
+    d, trials, rounds = 50, 400, 8
+    mean, std = torch.full((d,), 0.3, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+    truth = {"g2_ci": 4.5, "trace_sigma_ci": 50.0, "b_simple_ci": 50.0 / 4.5}
+    small, big = _rounds(gen, trials * rounds, mean=mean, std=std, b_small=4, n_small=4)
+    hits = {k: 0 for k in truth}
+    for i in range(trials):
+        state = NoiseState()
+        for r in range(i * rounds, (i + 1) * rounds):
+            state = _noise_update(state, {"w": float(small[r])}, {"w": float(big[r])}, 4, 16)
+        st = _noise_compute(state).total
+        for key, value in truth.items():
+            ci = getattr(st, key)
+            hits[key] += ci is None or ci[0] <= value <= ci[1]  # None: an unbounded interval covers
+    for key in truth:
+        assert 0.92 <= hits[key] / trials <= 0.98, (key, hits[key] / trials)
+
+
+def test_reliability_flags_one_round_unresolved_signal_and_wide_intervals():
+    one = _noise_compute(_noise_update(NoiseState(), {"w": 5.0}, {"w": 2.0}, 1, 4)).groups["w"]
+    assert one.status == "success" and not one.reliable and "one round" in one.reliable_reason
+    assert one.g2_ci is None and one.b_simple_ci is None
+    # |G|^2 estimates with mean 0.7 but a spread that reaches below 0: the signal is not resolved
+    state = NoiseState()
+    for g in (2.0, -0.5, 1.5, -0.2):
+        state = _noise_add(state, {"w": (g, 10.0)})
+    st = _noise_compute(state).groups["w"]
+    assert st.status == "success" and st.g2_ci[0] <= 0 and st.b_simple_ci is None
+    assert not st.reliable and "not resolved" in st.reliable_reason
+    state = NoiseState()
+    for g, t in ((0.8, 10.0), (1.0, 10.0), (1.2, 10.0), (1.0, 10.0), (0.9, 10.0), (1.1, 10.0)):
+        state = _noise_add(state, {"w": (g, t)})
+    st = _noise_compute(state).groups["w"]
+    assert st.g2_ci[0] > 0 and st.reliable, st
+    lo, hi = st.b_simple_ci
+    assert hi / lo < RELIABLE_SPAN
+    state = NoiseState()
+    for g, t in ((0.25, 10.0), (1.0, 10.0), (1.75, 10.0), (1.0, 10.0), (0.3, 10.0), (1.7, 10.0)):
+        state = _noise_add(state, {"w": (g, t)})
+    st = _noise_compute(state).groups["w"]
+    assert st.g2_ci[0] > 0 and not st.reliable and "spans a factor" in st.reliable_reason
+
+
+def test_failed_estimate_is_never_reliable():
+    state = NoiseState()
+    for g in (-1.0, -2.0, -1.5):
+        state = _noise_add(state, {"w": (g, 4.0)})
+    st = _noise_compute(state).groups["w"]
+    assert st.status == "failed" and not st.reliable and st.reliable_reason == st.reason
+
+
+def test_update_takes_norms_as_tensors_or_floats_and_fits_ddp_ranks():
+    """Simulated data parallel: 4 ranks of 8 examples; local norms before, averaged gradient after."""
+    gen = torch.Generator().manual_seed(6)
+    by_accumulate, by_norms, by_floats = GradientNoise(), GradientNoise(), GradientNoise()
+    for _ in range(3):
+        local = [{"w": torch.randn(5, generator=gen) + 0.5, "b": torch.randn(2, generator=gen)} for _ in range(4)]
+        for g in local:
+            by_accumulate.accumulate(g, batch_size=8)
+        by_accumulate.close_round()
+        small = {k: sum(g[k].double().square().sum() for g in local) / 4 for k in ("w", "b")}  # all_reduce / n
+        big = {k: (sum(g[k].double() for g in local) / 4).square().sum() for k in ("w", "b")}
+        by_norms.update(small, big, b_small=8, b_big=32)
+        by_floats.update({k: float(v) for k, v in small.items()}, {k: float(v) for k, v in big.items()}, 8, 32)
+    a, b, c = by_accumulate.compute(), by_norms.compute(), by_floats.compute()
+    for key in ("w", "b"):
+        assert b.groups[key].grad_sq == pytest.approx(a.groups[key].grad_sq)
+        assert b.groups[key].g2_ci == pytest.approx(a.groups[key].g2_ci)
+        assert c.groups[key] == b.groups[key]
+
+
+def test_group_missing_from_a_round_counts_as_zero_gradient():
+    state = NoiseState()
+    state = _noise_add(state, {"a": (2.0, 4.0), "b": (1.0, 1.0)})
+    state = _noise_add(state, {"a": (4.0, 8.0)})
+    est = _noise_compute(state, ["a", "b", "c"])
+    assert est.groups["b"].grad_sq == pytest.approx(0.5) and est.groups["c"].status == "skipped"
+    assert est.total.grad_sq == pytest.approx((3.0 + 4.0) / 2)

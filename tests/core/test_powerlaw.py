@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from spectra.core.powerlaw import EVALS_THRESH, bootstrap_alpha, fit_power_law
+from spectra.core.powerlaw import (
+    EVALS_THRESH,
+    FITS,
+    bootstrap_alpha,
+    bootstrap_interval,
+    bootstrap_replicates,
+    fit_power_law,
+    interval_warning,
+)
 
 
 def pareto(alpha: float, n: int, xmin: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -138,6 +146,52 @@ def test_bootstrap_interval_covers_truth_and_is_reproducible():
     assert (lo, hi) == bootstrap_alpha(x, n_boot=60, generator=g2)
     assert lo < 2.5 < hi
     assert lo < fit_power_law(x).alpha < hi
+    other = bootstrap_alpha(x, n_boot=60, generator=torch.Generator().manual_seed(1), resample="nonparametric")
+    assert other != (lo, hi) and other[0] < 2.5 < other[1]
+    with pytest.raises(ValueError, match="resampling"):
+        bootstrap_replicates(x, n_boot=2, resample="jackknife")
+    with pytest.raises(ValueError, match="interval"):
+        bootstrap_alpha(x, n_boot=4, interval="bca")
+
+
+def test_semiparametric_samples_keep_the_body_and_draw_the_fitted_tail():
+    """Clauset's scheme: below xmin only observed eigenvalues, above it Pareto(alpha_hat), tail share n_tail/n."""
+    from spectra.core.powerlaw import _semiparametric_samples
+
+    rng = np.random.default_rng(3)
+    x = np.sort(np.concatenate([rng.uniform(0.1, 0.9, 300), pareto(3.0, 200, seed=4)]))
+    fit = FITS["median"](x)  # xmin at the median: body and tail both 250
+    samples = np.concatenate(list(_semiparametric_samples(x, fit, 200, torch.Generator().manual_seed(0))))
+    body, tail = samples[samples < fit.xmin], samples[samples >= fit.xmin]
+    assert np.isin(body, x).all()
+    assert tail.size / samples.size == pytest.approx(fit.num_pl_spikes / x.size, abs=0.01)
+    # Pareto(alpha) above xmin: ln(x / xmin) is exponential with mean 1 / (alpha - 1)
+    assert np.log(tail / fit.xmin).mean() == pytest.approx(1 / (fit.alpha - 1), rel=0.02)
+    assert not np.isin(tail, x).any()
+
+
+def test_basic_and_percentile_intervals_hand_computed():
+    reps = np.arange(1.0, 102.0) / 10 + 2.0  # 2.1 .. 12.1
+    lo, hi = np.quantile(reps, [0.025, 0.975], method="median_unbiased")
+    assert bootstrap_interval(5.0, reps, kind="percentile") == pytest.approx((lo, hi))
+    assert bootstrap_interval(5.0, reps, kind="basic") == pytest.approx((max(10 - hi, 1.0), 10 - lo))
+
+
+@pytest.mark.parametrize("method", ["ww", "median"])
+def test_bootstrap_coverage_on_pareto_samples(method):
+    """A small version of benchmarks/uncertainty.py: 120 samples of n = 100, 40 refits each."""
+    alpha, hits = 3.0, 0
+    for trial in range(120):
+        x = pareto(alpha, 100, seed=1000 + trial)
+        lo, hi = bootstrap_alpha(x, n_boot=40, method=method, generator=torch.Generator().manual_seed(trial))
+        hits += lo <= alpha <= hi
+    assert 0.88 <= hits / 120 <= 0.99
+
+
+def test_interval_that_misses_its_estimate_is_flagged():
+    assert interval_warning(114.6, (6.5, 35.1)).startswith("unstable fit: alpha 115")
+    assert interval_warning(3.0, (2.0, 4.0)) == ""
+    assert interval_warning(3.0, None) == "" and interval_warning(3.0, (float("nan"), float("nan"))) == ""
 
 
 def test_accepts_tensors():
@@ -160,3 +214,16 @@ def test_median_fit_keeps_every_eigenvalue_as_the_reference_does():
     assert fit.alpha == pytest.approx(expected, rel=1e-12)
     filtered = fit_power_law(x[x > 1e-5], method="median")
     assert abs(filtered.alpha - fit.alpha) > 0.01  # the old, thresholded fit was a different number
+
+
+def test_median_bootstrap_fits_the_same_eigenvalues_as_the_reported_fit():
+    """The median fit keeps zeros (its reference's filter_zeros=False); its interval must too."""
+    rng = np.random.default_rng(8)
+    x = np.concatenate([np.zeros(150), rng.uniform(0.01, 0.5, 150), pareto(3.0, 100, seed=8)])
+    reported = fit_power_law(x, method="median").alpha
+    thresholded = fit_power_law(x[x > EVALS_THRESH], method="median").alpha
+    assert abs(reported - thresholded) > 0.1  # dropping the zeros would move the median, and alpha
+    lo, hi = bootstrap_alpha(x, n_boot=60, method="median", generator=torch.Generator().manual_seed(0))
+    assert lo <= reported <= hi
+    reps = bootstrap_replicates(x, n_boot=60, method="median", generator=torch.Generator().manual_seed(0))
+    assert abs(np.median(reps) - reported) < abs(np.median(reps) - thresholded)

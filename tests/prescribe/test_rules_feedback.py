@@ -6,10 +6,13 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spectra.errors import ConfigError, FormatError
 from spectra.noise import LayerNoise, NoiseResult
 from spectra.prescribe import prescribe
+from spectra.prescribe.registry import LayerRow
 from spectra.prescribe.rules_feedback import noise, update_ratio
 
 
@@ -18,7 +21,7 @@ def noise_file(values, metric="b_simple"):
     for i, v in enumerate(values):
         rec = {"name": f"h.{i}.fc", "params": [f"h.{i}.fc.weight", f"h.{i}.fc.bias"], "depth": i + 1, "kind": "linear",
                metric: v, "status": "success" if v is not None else "failed",
-               "reason": "" if v is not None else "no gradient"}
+               "reason": "" if v is not None else "no gradient", "reliable": v is not None}
         layers.append(rec)
     return {"schema": "spectra.noise/1", "spectra_version": "0.1.0", "source": "gradients", "summary": {}, "layers": layers}
 
@@ -64,13 +67,46 @@ def test_noise_from_file_and_result_object(tmp_path):
     assert from_file.multiplier("h.0.fc.weight") == pytest.approx(math.sqrt(2))  # (2 / 1) ** 0.5
     assert str(path) in from_file.source
     # the noise engineer's result object is accepted directly, and a noise file given as the source too
-    result = NoiseResult(layers=(LayerNoise("fc", ("fc.weight",), 1, 10, b_simple=9.0),
-                                 LayerNoise("out", ("out.weight", "out.bias"), 2, 10, b_simple=1.0)),
+    result = NoiseResult(layers=(LayerNoise("fc", ("fc.weight",), 1, 10, b_simple=9.0, reliable=True),
+                                 LayerNoise("out", ("out.weight", "out.bias"), 2, 10, b_simple=1.0, reliable=True)),
                          summary={}, config={}, source="gradients")
     lrmap = prescribe(None, "noise", noise=result)
     assert lrmap.multiplier("fc.weight") == pytest.approx(1 / math.sqrt(3))  # (3 / 9) ** 0.5
     assert lrmap.params["out.bias"] == pytest.approx(math.sqrt(3))
     assert prescribe(str(path), "noise").multiplier("h.1.fc.weight") == pytest.approx(math.sqrt(0.5))
+
+
+def test_unreliable_layers_keep_the_default_with_the_reason():
+    data = noise_file([1.0, 4.0, 16.0, 100.0])
+    data["layers"][3].update(reliable=False, reliable_reason="B_simple interval [20, 500] spans a factor 25.0 (> 4)")
+    del data["layers"][2]["reliable"]  # a file written before the flag existed
+    lrmap = prescribe(None, "noise", noise=data)
+    # the centre is the geomean of the reliable layers only: (1 * 4) ** 0.5 = 2 -> m = (2 / b) ** 0.5
+    assert lrmap.multiplier("h.0.fc.weight") == pytest.approx(math.sqrt(2))
+    assert lrmap.multiplier("h.1.fc.weight") == pytest.approx(math.sqrt(0.5))
+    assert lrmap.multiplier("h.3.fc.weight") == 1.0 and lrmap.params.get("h.3.fc.bias", 1.0) == 1.0
+    assert lrmap.layer("h.3.fc").reason == "unreliable noise estimate: B_simple interval [20, 500] spans a factor 25.0 (> 4)"
+    assert lrmap.multiplier("h.2.fc.weight") == 1.0 and "no `reliable` flag" in lrmap.layer("h.2.fc").reason
+    assert not lrmap.layer("h.3.fc").prescribed
+    # reliable_only=False acts on every measured layer: geomean of 1, 4, 16, 100 = sqrt(80)
+    every = prescribe(None, "noise", noise=data, reliable_only=False)
+    assert every.multiplier("h.3.fc.weight") == pytest.approx((math.sqrt(80) / 100) ** 0.5)
+    with pytest.raises(ConfigError, match="reliable_only"):
+        noise([], reliable_only="yes")
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.floats(min_value=1e-3, max_value=1e4), min_size=1, max_size=6),
+       noisy=st.lists(st.tuples(st.integers(0, 6), st.floats(min_value=1e-3, max_value=1e4)), max_size=3))
+def test_unreliable_rows_never_move_the_others(values, noisy):
+    rows = [LayerRow(f"l.{i}", f"l.{i}.weight", i, value=v) for i, v in enumerate(values)]
+    base = [d.multiplier for d in noise(rows)]
+    mixed = list(rows)
+    for k, (pos, v) in enumerate(noisy):
+        mixed.insert(min(pos, len(mixed)), LayerRow(f"u.{k}", f"u.{k}.weight", 1, value=v, unreliable="too wide"))
+    after = noise(mixed)
+    assert [d.multiplier for r, d in zip(mixed, after) if not r.unreliable] == pytest.approx(base)
+    assert all(math.isnan(d.multiplier) and "too wide" in d.reason for r, d in zip(mixed, after) if r.unreliable)
 
 
 def test_noise_without_file_tells_the_user_what_to_run(analysis):
