@@ -53,6 +53,8 @@ def analysis_table(result) -> Table:
         else:
             spread = num(r.sigma, ".2f")
         note = r.warning if r.ok else f"{r.status}: {r.reason}"
+        if r.ok and r.alpha_ci_warning:  # an unstable fit: the verdict must carry the caveat
+            note = "; ".join(n for n in (note, r.alpha_ci_warning) if n)
         table.add(r.depth, r.name, r.kind, "x".join(map(str, r.shape)), num(r.alpha, ".2f"), spread, num(r.D, ".3f"),
                   num(r.num_pl_spikes), num(r.alpha_weighted, ".2f"), num(r.stable_rank, ".1f"),
                   num(r.log_spectral_norm, ".2f"), note, style=_verdict_style(r.warning, r.ok))

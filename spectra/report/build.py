@@ -192,7 +192,9 @@ def kinds(analysis: Analysis) -> list[str]:
 
 
 def _note(r: LayerResult, extra: Mapping) -> str:
-    return r.warning or (f"{r.status}: {r.reason}" if r.status != "success" else r.reason)
+    if r.status != "success":
+        return f"{r.status}: {r.reason}"
+    return "; ".join(n for n in (r.warning or r.reason, r.alpha_ci_warning) if n)
 
 
 #: What a reader scans first: the layer, its alpha and the verdict; the side inputs' columns follow

@@ -279,9 +279,11 @@ def diff_section(diff: Mapping, style: Style | None = None) -> dict[str, Any]:
     charts, legend = _records_section(layers, "diff", [
         size,
         ("subspace_overlap", "subspace overlap against depth", "overlap", False, [],
-         "Overlap of the top-k singular subspace of the update ΔW = W_B − W_A with that of W_A (mean of the "
-         "left and right sides; k = min(topk, numerical rank of ΔW)). Grey dashes: each layer's "
-         "overlap_baseline, the expected overlap of random subspaces of that dimension.", "overlap_baseline"),
+         "Share of the update ΔW = W_B − W_A that lies in W_A's top singular subspace: ‖U_dᵀU_A‖²_F / k_d, "
+         "with U_d the top k_d = min(topk, numerical rank of ΔW) singular vectors of ΔW and U_A the top "
+         "k_A = min(topk, rank W_A) of W_A, averaged over the left and right sides. Grey dashes: each "
+         "layer's overlap_baseline, (k_A/N + k_A/M)/2, the expectation for an update of random "
+         "directions.", "overlap_baseline"),
         ("delta_alpha", "Δ alpha against depth", "alpha_B − alpha_A", False, [(0.0, "")], ""),
         ("dw_stable_rank", "stable rank of ΔW", "stable rank", True, [], ""),
     ], labels, style or Style())

@@ -298,3 +298,15 @@ def test_noise_headline_says_when_b_simple_is_not_measurable():
                                     "trace_sigma": 1.23, "snr": 0.008, "reliable": False,
                                     "reliable_reason": "interval spans a factor 10"}, 8)
     assert parts[0] == "B_simple 123 [90, 170]" and caveat == "unreliable: interval spans a factor 10"
+
+
+def test_unstable_interval_warning_reaches_the_note():
+    """A bootstrap interval that misses its own estimate is flagged in the note, next to the verdict."""
+    rec = LayerResult(name="h.0.fc", param="h.0.fc.weight", kind="linear", shape=(64, 64), depth=1, alpha=114.6,
+                      warning="under-trained", alpha_ci=(6.5, 35.1),
+                      alpha_ci_warning="unstable fit: the interval excludes its own estimate")
+    analysis = Analysis(layers=(rec,), summary={}, config={}, checkpoint="x", created="")
+    screen, buf = _screen(80)
+    screen.table(analysis_table(analysis))
+    out = " ".join(buf.getvalue().split())
+    assert "under-trained; unstable fit" in out
